@@ -1,0 +1,103 @@
+"""The agent's one settings object, read from ``GATEWAY_AGENT_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the agent. The README's configuration table documents each one."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_AGENT_", extra="ignore")
+
+    # Temporal
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "gateway-agent"
+
+    # Broker (STOMP 1.2)
+    broker_url: str = "stomp://127.0.0.1:61613"
+    broker_username: str = ""
+    broker_password: SecretStr = SecretStr("")
+    broker_topic: str = "/topic/notification"
+    broker_client_id: str = "gateway-agent"
+    broker_subscription_name: str = "gateway-agent"
+    dead_letter_destination: str = "/queue/gateway-agent.dead-letter"
+    broker_reconnect_max_seconds: float = 30.0
+
+    # Control plane
+    cp_url: str = "https://localhost:9443/"
+    cp_username: str = "admin"
+    cp_password: SecretStr = SecretStr("admin")
+    cp_verify_tls: bool = True
+    cp_timeout_seconds: float = 30.0
+
+    # Gateway and cluster
+    gateway_labels: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["Default"])
+    gateway_id: str = ""
+    namespace: str = "default"
+    gateway_name: str = "wso2-apk-default"
+    gateway_namespace: str = ""
+    gateway_listener: str = "httpslistener"
+    readiness_timeout_seconds: float = 120.0
+
+    # Key that seals Kubernetes Secret data while it passes through workflow
+    # history (Fernet, urlsafe base64 of 32 bytes). Every worker must share it.
+    sealing_key: SecretStr = SecretStr("")
+
+    # How long a failed step is retried before the workflow compensates.
+    activity_max_attempts: int = 5
+    activity_initial_retry_seconds: float = 1.0
+
+    metrics_port: int = 0
+    log_level: str = "INFO"
+
+    @field_validator("gateway_labels", mode="before")
+    @classmethod
+    def _split_labels(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("gateway_labels")
+    @classmethod
+    def _labels_present(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one gateway label is required")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("stomp", "stomp+ssl") or not parts.hostname or not parts.port:
+            raise ValueError("broker URL must look like stomp://host:port or stomp+ssl://host:port")
+        return value
+
+    @property
+    def broker_host_and_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.broker_url)
+        assert parts.hostname and parts.port
+        return parts.hostname, parts.port
+
+    @property
+    def broker_uses_tls(self) -> bool:
+        return urlsplit(self.broker_url).scheme == "stomp+ssl"
+
+    @property
+    def effective_gateway_id(self) -> str:
+        return self.gateway_id or self.gateway_labels[0]
+
+    @property
+    def effective_gateway_namespace(self) -> str:
+        return self.gateway_namespace or self.namespace
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,88 @@
+"""Deterministic resource names and labels shared by the translator and the cluster activities.
+
+Names must be stable across revisions of one API (so a new revision updates in place),
+unique across APIs, and valid RFC 1123; the control plane's names are free text, so a
+short hash of the organization and API UUID makes them unique and the rest is a readable slug.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+LABEL_PREFIX = "gateway-agent.wso2.com"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "gateway-agent"
+API_KEY_LABEL = f"{LABEL_PREFIX}/api"  # selects every resource of one API
+API_UUID_LABEL = f"{LABEL_PREFIX}/api-uuid"
+REVISION_LABEL = f"{LABEL_PREFIX}/revision"
+# APK's own translator labels resources with sha1 hex of these values.
+APK_API_NAME_LABEL = "api-name"
+APK_API_VERSION_LABEL = "api-version"
+APK_ORGANIZATION_LABEL = "organization"
+API_NAME_ANNOTATION = f"{LABEL_PREFIX}/api-name"
+API_VERSION_ANNOTATION = f"{LABEL_PREFIX}/api-version"
+ORGANIZATION_ANNOTATION = f"{LABEL_PREFIX}/organization"
+CONFIG_HASH_ANNOTATION = f"{LABEL_PREFIX}/config-hash"
+
+MAX_NAME = 253
+_SLUG_BUDGET = 40
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def sha1_hex(value: str) -> str:
+    return hashlib.sha1(value.encode("utf-8")).hexdigest()
+
+
+def short_hash(*parts: str, length: int = 8) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:length]
+
+
+def slug(value: str, budget: int = _SLUG_BUDGET) -> str:
+    """Lowercase RFC 1123 fragment of free text; may be empty."""
+    text = re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")
+    return text[:budget].strip("-")
+
+
+def api_key(organization: str, api_uuid: str) -> str:
+    """The label value that selects every resource of one API (org + UUID)."""
+    return short_hash(organization, api_uuid, length=40)
+
+
+def api_base_name(organization: str, api_uuid: str, name: str, version: str) -> str:
+    """Stable base name for an API's resources: ``<name>-<version>-<hash>``."""
+    readable = "-".join(p for p in (slug(name, 30), slug(version, 15)) if p)
+    suffix = short_hash(organization, api_uuid, length=10)
+    return f"{readable}-{suffix}" if readable else f"api-{suffix}"
+
+
+def child_name(base: str, *parts: str) -> str:
+    """``<base>-<part>...``, kept within Kubernetes' name limit."""
+    name = "-".join([base, *(slug(p, 60) or short_hash(p) for p in parts)])
+    if len(name) > MAX_NAME:
+        name = f"{name[: MAX_NAME - 9].rstrip('-')}-{short_hash(name)}"
+    return name
+
+
+def label_value(value: str) -> str:
+    """``value`` if it is a valid label value, else its sha1 hex (40 chars)."""
+    if len(value) <= 63 and _LABEL_VALUE.match(value):
+        return value
+    return sha1_hex(value)
+
+
+def api_labels(organization: str, api_uuid: str, name: str, version: str, revision: str) -> dict[str, str]:
+    """Labels that tie a resource to its API, organization and revision."""
+    return {
+        MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+        API_KEY_LABEL: api_key(organization, api_uuid),
+        API_UUID_LABEL: label_value(api_uuid),
+        REVISION_LABEL: label_value(revision or "0"),
+        APK_API_NAME_LABEL: sha1_hex(name),
+        APK_API_VERSION_LABEL: sha1_hex(version),
+        APK_ORGANIZATION_LABEL: sha1_hex(organization),
+    }
+
+
+def api_selector(organization: str, api_uuid: str) -> str:
+    return f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{API_KEY_LABEL}={api_key(organization, api_uuid)}"
