@@ -1,0 +1,174 @@
+"""Activities that talk to the control plane: fetch the API's truth, report the outcome.
+
+A failed or ambiguous answer is never read as "nothing is deployed": only an explicit
+``204`` means that. Anything else is an error, retried when it may pass.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.sealing import Sealer
+from agent.settings import Settings
+from models.api_workflow import ApiRef, DeploymentReport, DesiredState, ReportResult
+from translation.artifacts import ArtifactError, parse_runtime_artifacts
+from translation.translate import TranslationError, TranslationOptions, translate_api
+
+log = logging.getLogger(__name__)
+
+RUNTIME_ARTIFACTS = "internal/data/v1/runtime-artifacts"
+NOTIFY_DEPLOYMENT_STATUS = "internal/data/v1/notify-api-deployment-status"
+MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
+
+
+class ControlPlaneClient:
+    """HTTP access to the control plane's internal data service (Basic auth, TLS verified)."""
+
+    def __init__(self, settings: Settings) -> None:
+        base = settings.cp_url if settings.cp_url.endswith("/") else settings.cp_url + "/"
+        self._labels = settings.gateway_labels
+        self._http = httpx.Client(
+            base_url=base,
+            auth=(settings.cp_username, settings.cp_password.get_secret_value()),
+            verify=settings.cp_verify_tls,
+            timeout=settings.cp_timeout_seconds,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def runtime_artifacts(self, organization: str, api_uuid: str) -> bytes | None:
+        """The ``apis.zip`` of one API on the agent's labels, or ``None`` for an explicit 204."""
+        label = base64.b64encode("|".join(self._labels).encode()).decode()
+        params = {"type": "Envoy", "gatewayLabel": label, "apiId": api_uuid}
+        with self._http.stream(
+            "GET", RUNTIME_ARTIFACTS, params=params, headers={"x-wso2-tenant": organization}
+        ) as response:
+            if response.status_code == 204:
+                return None
+            _raise_for_status(response, f"fetching runtime artifacts of API {api_uuid}")
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body.extend(chunk)
+                if len(body) > MAX_ARTIFACT_BYTES:
+                    raise ApplicationError(
+                        f"runtime artifacts of API {api_uuid} exceed {MAX_ARTIFACT_BYTES // 2**20} MiB",
+                        type="BadArtifact",
+                        non_retryable=True,
+                    )
+            return bytes(body)
+
+    def notify_deployment_status(self, body: dict) -> int:
+        response = self._http.post(NOTIFY_DEPLOYMENT_STATUS, json=body)
+        _raise_for_status(response, f"reporting {body['deploymentStatus']} for API {body['apiId']}")
+        return response.status_code
+
+
+def _raise_for_status(response: httpx.Response, what: str) -> None:
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    if status in (401, 403):
+        response.read()
+        raise ApplicationError(
+            f"{what}: the control plane refused the agent's credentials ({status}); "
+            "check GATEWAY_AGENT_CP_USERNAME / GATEWAY_AGENT_CP_PASSWORD",
+            type="ControlPlaneAuth",
+        )
+    response.read()
+    detail = response.text[:300]
+    message = f"{what}: the control plane answered {status}: {detail}"
+    if status in (408, 429) or status >= 500:
+        raise ApplicationError(message, type="ControlPlaneUnavailable")
+    raise ApplicationError(message, type="ControlPlaneRejected", non_retryable=True)
+
+
+class ControlPlaneActivities:
+    def __init__(self, cp: ControlPlaneClient, settings: Settings, sealer: Sealer) -> None:
+        self._cp = cp
+        self._settings = settings
+        self._sealer = sealer
+        self._options = TranslationOptions(
+            namespace=settings.namespace,
+            gateway_name=settings.gateway_name,
+            gateway_namespace=settings.effective_gateway_namespace,
+            gateway_listener=settings.gateway_listener,
+            gateway_labels=settings.gateway_labels,
+        )
+
+    @activity.defn
+    def fetch_desired_state(self, api: ApiRef) -> DesiredState:
+        """Fetch, parse and translate the API's deployed revision on the agent's gateway labels.
+
+        One activity, so the artifact (which may be megabytes and holds endpoint credentials
+        in clear text) never enters workflow history; only sealed resources leave it.
+        """
+        try:
+            archive = self._cp.runtime_artifacts(api.organization, api.api_uuid)
+        except httpx.HTTPError as exc:
+            raise ApplicationError(
+                f"fetching runtime artifacts of API {api.api_uuid}: {type(exc).__name__}: {exc}",
+                type="ControlPlaneUnavailable",
+            ) from exc
+        if archive is None:
+            return DesiredState(deployed=False)
+        try:
+            artifacts = parse_runtime_artifacts(archive)
+        except ArtifactError as exc:
+            raise ApplicationError(f"bad artifact for API {api.api_uuid}: {exc}", type="BadArtifact", non_retryable=True) from exc
+
+        candidates = [d for d in artifacts.apis if d.project.data.id == api.api_uuid]
+        if not candidates:
+            raise ApplicationError(
+                f"the control plane answered 200 for API {api.api_uuid} but its apis.zip holds "
+                f"{', '.join(d.api_file for d in artifacts.apis) or 'no API'}",
+                type="BadArtifact",
+                non_retryable=True,
+            )
+        deployed = max(candidates, key=lambda d: max((e.deployed_timestamp or 0 for e in d.environments), default=0))
+        data = deployed.project.data
+        if data.initiated_from_gateway:
+            return DesiredState(
+                deployed=False,
+                revision_id=deployed.revision_id,
+                api_name=data.name,
+                api_version=data.version,
+                skip_reason="the API was created on the gateway (initiatedFromGateway); deploying it back would loop",
+            )
+        try:
+            resources = translate_api(deployed, self._options)
+        except TranslationError as exc:
+            raise ApplicationError(str(exc), type="Untranslatable", non_retryable=True) from exc
+        return DesiredState(
+            deployed=True,
+            revision_id=deployed.revision_id,
+            api_name=data.name,
+            api_version=data.version,
+            resources=self._sealer.seal(resources),
+        )
+
+    @activity.defn
+    def report_deployment_status(self, report: DeploymentReport) -> ReportResult:
+        body = {
+            "gatewayId": self._settings.effective_gateway_id,
+            "apiId": report.api_uuid,
+            "tenantDomain": report.organization,
+            "deploymentStatus": report.status,
+            "action": report.action,
+            "revisionId": report.revision_id,
+            "timeStamp": int(time.time() * 1000),
+            "errorCode": report.error_code,
+            "errorMessage": report.error_message,
+        }
+        try:
+            status = self._cp.notify_deployment_status(body)
+        except httpx.HTTPError as exc:
+            raise ApplicationError(f"reporting to the control plane: {type(exc).__name__}: {exc}", type="ControlPlaneUnavailable") from exc
+        log.info("reported %s %s for API %s", report.action, report.status, report.api_uuid)
+        return ReportResult(http_status=status)

@@ -1,0 +1,63 @@
+"""Seal Kubernetes Secret data while resources pass through workflow history.
+
+Workflow histories are readable in the Temporal UI; endpoint credentials must never
+sit there in plain text. Activities seal every Secret's ``data`` with a Fernet key that
+all workers share (``GATEWAY_AGENT_SEALING_KEY``) and unseal it just before writing
+to the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+from temporalio.exceptions import ApplicationError
+
+log = logging.getLogger(__name__)
+
+SEALED_FIELD = "sealedData"
+
+
+class Sealer:
+    def __init__(self, key: str) -> None:
+        if not key:
+            # One process can still work with a key of its own; several workers cannot.
+            log.warning("GATEWAY_AGENT_SEALING_KEY is not set; using a key of this process only")
+            key = Fernet.generate_key().decode()
+        try:
+            self._fernet = Fernet(key.encode())
+        except ValueError as exc:
+            raise ValueError("GATEWAY_AGENT_SEALING_KEY must be a Fernet key (urlsafe base64 of 32 bytes)") from exc
+
+    def seal(self, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for resource in resources:
+            if resource.get("kind") == "Secret" and ("data" in resource or "stringData" in resource):
+                resource = dict(resource)
+                payload = {"data": resource.pop("data", None), "stringData": resource.pop("stringData", None)}
+                resource[SEALED_FIELD] = self._fernet.encrypt(json.dumps(payload, sort_keys=True).encode()).decode()
+            out.append(resource)
+        return out
+
+    def unseal(self, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for resource in resources:
+            if SEALED_FIELD in resource:
+                resource = dict(resource)
+                token = resource.pop(SEALED_FIELD)
+                try:
+                    payload = json.loads(self._fernet.decrypt(token.encode()))
+                except InvalidToken as exc:
+                    raise ApplicationError(
+                        f"Secret {resource['metadata']['name']} was sealed with another key; "
+                        "every worker must share GATEWAY_AGENT_SEALING_KEY (a retry fetches it again)",
+                        type="SealingKeyMismatch",
+                        non_retryable=True,
+                    ) from exc
+                for field in ("data", "stringData"):
+                    if payload.get(field) is not None:
+                        resource[field] = payload[field]
+            out.append(resource)
+        return out

@@ -1,0 +1,173 @@
+"""``gateway-agent``: run the listener and the worker, and operate the API workflows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+import typer
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from agent.settings import Settings, get_settings
+from agent.temporal import connect
+from models.api_workflow import ApiWorkflowStatus, RetryAccepted, RetryRequest, api_workflow_id
+
+app = typer.Typer(help="Kubernetes Gateway Agent on Temporal.", no_args_is_help=True, add_completion=False)
+log = logging.getLogger("gateway-agent")
+
+
+def _setup(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)
+
+
+def _run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
+
+
+async def _listen(client: Client, settings: Settings, stop: asyncio.Event) -> None:
+    from intake.listener import BrokerListener
+    from intake.submit import TemporalSubmitter
+
+    await BrokerListener(settings, TemporalSubmitter(client, settings)).run(stop)
+
+
+async def _work(client: Client, settings: Settings, stop: asyncio.Event) -> None:
+    from worker import run_worker
+
+    await run_worker(client, settings, stop)
+
+
+@app.command()
+def listen() -> None:
+    """Subscribe to the control plane's events and hand each to its API's workflow."""
+    settings = get_settings()
+    _setup(settings)
+
+    async def main(stop: asyncio.Event) -> None:
+        await _listen(await connect(settings), settings, stop)
+
+    _run_until_signalled(main)
+
+
+@app.command()
+def worker() -> None:
+    """Run the Temporal worker (workflows and activities); SIGTERM shuts it down gracefully."""
+    settings = get_settings()
+    _setup(settings)
+
+    async def main(stop: asyncio.Event) -> None:
+        await _work(await connect(settings), settings, stop)
+
+    _run_until_signalled(main)
+
+
+@app.command()
+def run() -> None:
+    """Run the listener and the worker in one process."""
+    settings = get_settings()
+    _setup(settings)
+
+    async def main(stop: asyncio.Event) -> None:
+        client = await connect(settings)
+        await asyncio.gather(_listen(client, settings, stop), _work(client, settings, stop))
+
+    _run_until_signalled(main)
+
+
+def _print_status(status: ApiWorkflowStatus) -> None:
+    typer.echo(json.dumps(status.model_dump(mode="json"), indent=2))
+
+
+async def _status(client: Client, organization: str, api_uuid: str) -> ApiWorkflowStatus:
+    handle = client.get_workflow_handle(api_workflow_id(organization, api_uuid))
+    return await handle.query("status", result_type=ApiWorkflowStatus)
+
+
+@app.command()
+def status(
+    api_uuid: str = typer.Argument(..., help="The API's UUID in the control plane."),
+    organization: str = typer.Option("carbon.super", "--organization", "-o", help="The API's organization."),
+) -> None:
+    """Show an API workflow's state, the step it reached and its last error."""
+    settings = get_settings()
+
+    async def main() -> None:
+        client = await connect(settings)
+        try:
+            _print_status(await _status(client, organization, api_uuid))
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                typer.echo(f"no workflow for API {api_uuid} in organization {organization}", err=True)
+                raise typer.Exit(2) from exc
+            raise
+
+    asyncio.run(main())
+
+
+@app.command()
+def retry(
+    api_uuid: str = typer.Argument(..., help="The API's UUID in the control plane."),
+    organization: str = typer.Option("carbon.super", "--organization", "-o", help="The API's organization."),
+    wait: bool = typer.Option(True, help="Wait for the retried convergence to finish."),
+    timeout: float = typer.Option(600.0, help="Seconds to wait for the outcome."),
+) -> None:
+    """Retry an API whose last convergence failed; exits 0 when it then succeeds."""
+    settings = get_settings()
+
+    async def main() -> None:
+        client = await connect(settings)
+        handle = client.get_workflow_handle(api_workflow_id(organization, api_uuid))
+        try:
+            accepted = await handle.execute_update(
+                "retry", RetryRequest(reason="gateway-agent retry"), result_type=RetryAccepted
+            )
+        except WorkflowUpdateFailedError as exc:
+            typer.echo(f"retry refused: {exc.cause}", err=True)
+            raise typer.Exit(2) from exc
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                typer.echo(f"no workflow for API {api_uuid} in organization {organization}", err=True)
+                raise typer.Exit(2) from exc
+            raise
+        typer.echo(f"retrying event {accepted.event_id} of API {api_uuid}", err=True)
+        if not wait:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            current = await _status(client, organization, api_uuid)
+            settled = current.phase in ("idle", "failed") and current.current_event is None
+            if settled and current.events_processed > accepted.events_processed:
+                _print_status(current)
+                raise typer.Exit(0 if current.phase == "idle" else 1)
+            if loop.time() > deadline:
+                _print_status(current)
+                typer.echo("timed out waiting for the outcome", err=True)
+                raise typer.Exit(1)
+            await asyncio.sleep(0.2)
+
+    asyncio.run(main())
+
+
+def main() -> None:
+    app()

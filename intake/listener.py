@@ -1,0 +1,237 @@
+"""Intake: a durable STOMP subscription to the control plane's notification topic.
+
+Each message is acknowledged only after Temporal has durably accepted the event (or after
+it was dead-lettered with a reason, or deliberately passed over). Messages are handled one
+at a time in arrival order, so events of one API reach its workflow in the order sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import stomp
+from stomp.exception import StompException
+
+from agent.metrics import EVENTS, LISTENER_CONNECTED
+from agent.settings import Settings
+from models.api_workflow import ApiEventSignal
+from models.events import (
+    ApiChangeEvent,
+    ApiGatewayEvent,
+    MalformedEvent,
+    UnknownEvent,
+    parse_message,
+)
+
+log = logging.getLogger(__name__)
+
+Submit = Callable[[ApiEventSignal], Awaitable[None]]
+REASON_HEADER = "x-dead-letter-reason"
+MAX_REASON = 1000
+PREFETCH = 100
+
+
+@dataclass
+class _Frame:
+    headers: dict[str, str]
+    body: str
+
+
+class _Bridge(stomp.ConnectionListener):
+    """Hands frames from stomp.py's receiver thread to the asyncio consumer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[_Frame]) -> None:
+        self._loop = loop
+        self._queue = queue
+        self.disconnected = asyncio.Event()
+        self._receipts: dict[str, asyncio.Future[None]] = {}
+        self._lock = threading.Lock()
+
+    def expect_receipt(self, receipt: str) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = self._loop.create_future()
+        with self._lock:
+            self._receipts[receipt] = future
+        return future
+
+    def on_message(self, frame: stomp.utils.Frame) -> None:
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, _Frame(dict(frame.headers), frame.body))
+
+    def on_receipt(self, frame: stomp.utils.Frame) -> None:
+        with self._lock:
+            future = self._receipts.pop(frame.headers.get("receipt-id", ""), None)
+        if future is not None:
+            self._loop.call_soon_threadsafe(lambda: future.done() or future.set_result(None))
+
+    def on_error(self, frame: stomp.utils.Frame) -> None:
+        log.error("broker error: %s %s", frame.headers.get("message", ""), (frame.body or "")[:200])
+
+    def on_disconnected(self) -> None:
+        self._loop.call_soon_threadsafe(self.disconnected.set)
+
+    def on_heartbeat_timeout(self) -> None:
+        log.warning("broker heartbeat timed out")
+
+
+class BrokerListener:
+    """Subscribes, hands events to ``submit``, dead-letters what it cannot read, reconnects."""
+
+    def __init__(self, settings: Settings, submit: Submit) -> None:
+        self._settings = settings
+        self._submit = submit
+        self._labels = set(settings.gateway_labels)
+        self.connected = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        delay = 0.5
+        while not stop.is_set():
+            queue: asyncio.Queue[_Frame] = asyncio.Queue()
+            bridge = _Bridge(asyncio.get_running_loop(), queue)
+            conn = self._connection(bridge)
+            try:
+                await asyncio.to_thread(self._connect, conn)
+            except (StompException, OSError) as exc:
+                log.warning("cannot reach the broker at %s: %s; retrying in %.1fs", self._settings.broker_url, exc, delay)
+                await _sleep_or_stop(stop, delay)
+                delay = min(delay * 2, self._settings.broker_reconnect_max_seconds) * random.uniform(0.8, 1.2)
+                continue
+            delay = 0.5
+            LISTENER_CONNECTED.set(1)
+            self.connected.set()
+            log.info("subscribed to %s on %s", self._settings.broker_topic, self._settings.broker_url)
+            try:
+                await self._consume(conn, bridge, queue, stop)
+            finally:
+                self.connected.clear()
+                LISTENER_CONNECTED.set(0)
+                if conn.is_connected():
+                    await asyncio.to_thread(_disconnect_quietly, conn)
+            if not stop.is_set():
+                log.warning("lost the broker connection; reconnecting")
+
+    def _connection(self, bridge: _Bridge) -> stomp.Connection12:
+        host, port = self._settings.broker_host_and_port
+        conn = stomp.Connection12([(host, port)], heartbeats=(10000, 10000), reconnect_attempts_max=1, timeout=10)
+        if self._settings.broker_uses_tls:
+            conn.set_ssl(for_hosts=[(host, port)], ssl_version=ssl.PROTOCOL_TLS_CLIENT)
+        conn.set_listener("intake", bridge)
+        return conn
+
+    def _connect(self, conn: stomp.Connection12) -> None:
+        s = self._settings
+        conn.connect(
+            s.broker_username or None,
+            s.broker_password.get_secret_value() or None,
+            wait=True,
+            headers={"client-id": s.broker_client_id},
+        )
+        conn.subscribe(
+            s.broker_topic,
+            id=s.broker_subscription_name,
+            ack="client-individual",
+            headers={"activemq.subscriptionName": s.broker_subscription_name, "activemq.prefetchSize": str(PREFETCH)},
+        )
+
+    async def _consume(
+        self, conn: stomp.Connection12, bridge: _Bridge, queue: asyncio.Queue[_Frame], stop: asyncio.Event
+    ) -> None:
+        gone = asyncio.create_task(bridge.disconnected.wait())
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while True:
+                getter = asyncio.create_task(queue.get())
+                done, _ = await asyncio.wait({getter, gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    return
+                handled = asyncio.create_task(self._handle(conn, bridge, getter.result()))
+                done, _ = await asyncio.wait({handled, gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if handled not in done:
+                    # Not acknowledged: the broker redelivers it; the workflow drops a duplicate.
+                    handled.cancel()
+                    return
+                try:
+                    handled.result()
+                except (StompException, OSError, TimeoutError) as exc:
+                    log.warning("broker connection failed while handling a message: %s", exc)
+                    return
+        finally:
+            gone.cancel()
+            stopping.cancel()
+
+    async def _handle(self, conn: stomp.Connection12, bridge: _Bridge, frame: _Frame) -> None:
+        ack_id = frame.headers.get("ack") or frame.headers.get("message-id", "")
+        try:
+            event = parse_message(frame.body)
+        except MalformedEvent as exc:
+            await self._dead_letter(conn, bridge, frame, str(exc))
+            await asyncio.to_thread(conn.ack, ack_id)
+            EVENTS.labels(event_type="malformed", outcome="dead-lettered").inc()
+            return
+        if isinstance(event, UnknownEvent):
+            log.info("passing over unknown event type %s", event.event_type)
+            await asyncio.to_thread(conn.ack, ack_id)
+            EVENTS.labels(event_type="unknown", outcome="unknown").inc()
+            return
+        if not isinstance(event, ApiGatewayEvent | ApiChangeEvent):
+            log.debug("event %s (%s) is not handled by this agent yet", event.event_id, event.type)
+            await asyncio.to_thread(conn.ack, ack_id)
+            EVENTS.labels(event_type=event.type, outcome="ignored").inc()
+            return
+        if isinstance(event, ApiGatewayEvent) and event.gateway_labels and not self._labels & set(event.gateway_labels):
+            await asyncio.to_thread(conn.ack, ack_id)
+            EVENTS.labels(event_type=event.type, outcome="other-gateway").inc()
+            return
+        signal = ApiEventSignal.from_event(event)
+        await self._submit_until_accepted(signal)
+        await asyncio.to_thread(conn.ack, ack_id)
+        EVENTS.labels(event_type=event.type, outcome="submitted").inc()
+        log.info("event %s %s for API %s accepted by Temporal", event.event_id, event.type, signal.api_uuid)
+
+    async def _submit_until_accepted(self, signal: ApiEventSignal) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._submit(signal)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the event stays un-acked on the broker meanwhile
+                log.warning("Temporal did not accept event %s: %s; retrying in %.1fs", signal.event_id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _dead_letter(self, conn: stomp.Connection12, bridge: _Bridge, frame: _Frame, reason: str) -> None:
+        log.warning("dead-lettering message %s: %s", frame.headers.get("message-id"), reason)
+        receipt = f"dlq-{uuid.uuid4()}"
+        confirmed = bridge.expect_receipt(receipt)
+        headers = {
+            "persistent": "true",
+            REASON_HEADER: reason[:MAX_REASON],
+            "x-original-destination": frame.headers.get("destination", ""),
+            "x-original-message-id": frame.headers.get("message-id", ""),
+            "receipt": receipt,
+        }
+        await asyncio.to_thread(conn.send, self._settings.dead_letter_destination, frame.body, headers=headers)
+        # Ack the original only once the broker has the copy.
+        await asyncio.wait_for(confirmed, timeout=30)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
+
+
+def _disconnect_quietly(conn: stomp.Connection12) -> None:
+    try:
+        conn.disconnect()
+    except (StompException, OSError):
+        pass

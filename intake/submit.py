@@ -1,0 +1,36 @@
+"""Hand an event to its API's workflow with signal-with-start.
+
+Signal-with-start is durable as soon as the Temporal server answers, with or without a
+worker running, so the listener can acknowledge the broker message right after it.
+"""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+
+from agent.settings import Settings
+from models.api_workflow import ApiEventSignal, ApiWorkflowInput, RetryOptions, api_workflow_id
+
+
+def retry_options(settings: Settings) -> RetryOptions:
+    return RetryOptions(
+        max_attempts=settings.activity_max_attempts,
+        initial_interval_seconds=settings.activity_initial_retry_seconds,
+    )
+
+
+class TemporalSubmitter:
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self._client = client
+        self._task_queue = settings.task_queue
+        self._retry = retry_options(settings)
+
+    async def __call__(self, event: ApiEventSignal) -> None:
+        await self._client.start_workflow(
+            "ApiWorkflow",
+            ApiWorkflowInput(organization=event.organization, api_uuid=event.api_uuid, retry=self._retry),
+            id=api_workflow_id(event.organization, event.api_uuid),
+            task_queue=self._task_queue,
+            start_signal="submit_event",
+            start_signal_args=[event],
+        )

@@ -1,0 +1,188 @@
+"""The control plane's broker messages: the envelope and each event kind.
+
+The envelope is ``{"event": {"payloadData": {"eventType", "timeStamp", "event": <base64 JSON>}}}``;
+the decoded event carries the common fields plus those of its kind. Parsing is strict
+about what the agent acts on and lenient about fields it does not use.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class MalformedEvent(ValueError):
+    """A message that cannot be understood; it goes to the dead-letter destination with this reason."""
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+class PayloadData(_Lenient):
+    event_type: str = Field(alias="eventType", min_length=1)
+    time_stamp: int = Field(alias="timeStamp")
+    event: str
+
+    @field_validator("time_stamp", mode="before")
+    @classmethod
+    def _int_millis(cls, value: Any) -> Any:
+        # The real control plane sometimes sends the timestamp as a float.
+        return int(value) if isinstance(value, float) else value
+
+
+class _EnvelopeEvent(_Lenient):
+    payload_data: PayloadData = Field(alias="payloadData")
+
+
+class Envelope(_Lenient):
+    event: _EnvelopeEvent
+
+
+class EventBase(_Lenient):
+    event_id: str = Field(alias="eventId", min_length=1)
+    time_stamp: int = Field(alias="timeStamp")
+    type: str
+    tenant_id: int = Field(alias="tenantId")
+    tenant_domain: str = Field(alias="tenantDomain", min_length=1)
+
+    @field_validator("time_stamp", mode="before")
+    @classmethod
+    def _int_millis(cls, value: Any) -> Any:
+        return int(value) if isinstance(value, float) else value
+
+    @property
+    def organization(self) -> str:
+        return self.tenant_domain
+
+
+class ApiGatewayEvent(EventBase):
+    """``DEPLOY_API_IN_GATEWAY`` / ``REMOVE_API_FROM_GATEWAY``."""
+
+    api_id: int = Field(alias="apiId")
+    uuid: str = Field(min_length=1)
+    name: str
+    version: str
+    context: str = ""
+    provider: str = ""
+    api_type: str = Field(alias="apiType", default="HTTP")
+    gateway_labels: list[str] = Field(alias="gatewayLabels", default_factory=list)
+
+
+class ApiChangeEvent(EventBase):
+    """``API_CREATE`` / ``API_UPDATE`` / ``API_DELETE`` / ``API_LIFECYCLE_CHANGE``."""
+
+    api_id: int = Field(alias="apiId")
+    uuid: str = Field(min_length=1)
+    api_name: str = Field(alias="apiName")
+    api_version: str = Field(alias="apiVersion")
+    api_context: str = Field(alias="apiContext", default="")
+    api_provider: str = Field(alias="apiProvider", default="")
+    api_type: str = Field(alias="apiType", default="HTTP")
+    api_status: str = Field(alias="apiStatus", default="")
+
+
+class ApplicationEvent(EventBase):
+    uuid: str
+    application_id: int = Field(alias="applicationId")
+    application_name: str = Field(alias="applicationName")
+
+
+class ApplicationKeyEvent(EventBase):
+    application_id: int = Field(alias="applicationId")
+    application_uuid: str = Field(alias="applicationUUID", default="")
+    consumer_key: str = Field(alias="consumerKey")
+    key_type: str = Field(alias="keyType")
+
+
+class SubscriptionEvent(EventBase):
+    subscription_id: int = Field(alias="subscriptionId")
+    api_uuid: str = Field(validation_alias=AliasChoices("apiUUID", "apiUuid"), default="")
+    application_uuid: str = Field(validation_alias=AliasChoices("applicationUUID", "applicationUuid"), default="")
+    policy_id: str = Field(alias="policyId", default="")
+    subscription_state: str = Field(alias="subscriptionState", default="")
+
+
+class PolicyEvent(EventBase):
+    policy_id: int = Field(alias="policyId")
+    policy_name: str = Field(alias="policyName")
+    policy_type: str = Field(alias="policyType", default="")
+
+
+class ScopeEvent(EventBase):
+    name: str
+
+
+API_GATEWAY_EVENTS = frozenset({"DEPLOY_API_IN_GATEWAY", "REMOVE_API_FROM_GATEWAY"})
+API_CHANGE_EVENTS = frozenset({"API_CREATE", "API_UPDATE", "API_DELETE", "API_LIFECYCLE_CHANGE"})
+_KIND_MODELS: dict[str, type[EventBase]] = {
+    **{t: ApiGatewayEvent for t in API_GATEWAY_EVENTS},
+    **{t: ApiChangeEvent for t in API_CHANGE_EVENTS},
+    **{t: ApplicationEvent for t in ("APPLICATION_CREATE", "APPLICATION_UPDATE", "APPLICATION_DELETE")},
+    **{t: ApplicationKeyEvent for t in ("APPLICATION_REGISTRATION_CREATE", "REMOVE_APPLICATION_KEYMAPPING")},
+    **{t: SubscriptionEvent for t in ("SUBSCRIPTIONS_CREATE", "SUBSCRIPTIONS_UPDATE", "SUBSCRIPTIONS_DELETE")},
+    **{t: PolicyEvent for t in ("POLICY_CREATE", "POLICY_UPDATE", "POLICY_DELETE")},
+    **{t: ScopeEvent for t in ("SCOPE_CREATE", "SCOPE_UPDATE", "SCOPE_DELETE")},
+}
+KNOWN_EVENT_TYPES = frozenset(_KIND_MODELS)
+
+
+class UnknownEvent(BaseModel):
+    """An event type this agent does not know; acknowledged and counted, never an error."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_type: str
+    time_stamp: int
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "body"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def parse_message(body: str | bytes) -> EventBase | UnknownEvent:
+    """Parse one broker message body; raise :class:`MalformedEvent` naming what is wrong."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedEvent(f"body is not JSON: {exc}") from exc
+    try:
+        payload = Envelope.model_validate(raw).event.payload_data
+    except ValidationError as exc:
+        raise MalformedEvent(f"not a control-plane envelope ({_describe(exc)})") from exc
+
+    model = _KIND_MODELS.get(payload.event_type)
+    if model is None:
+        return UnknownEvent(event_type=payload.event_type, time_stamp=payload.time_stamp)
+    try:
+        decoded = json.loads(base64.b64decode(payload.event, validate=True))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise MalformedEvent(f"{payload.event_type}: payloadData.event is not base64-encoded JSON") from exc
+    if not isinstance(decoded, dict):
+        raise MalformedEvent(f"{payload.event_type}: the decoded event is not a JSON object")
+    decoded.setdefault("type", payload.event_type)
+    try:
+        event = model.model_validate(decoded)
+    except ValidationError as exc:
+        raise MalformedEvent(f"{payload.event_type}: {_describe(exc)}") from exc
+    if event.type != payload.event_type:
+        raise MalformedEvent(f"envelope says {payload.event_type} but the event says {event.type}")
+    return event
+
+
+def encode_envelope(event_type: str, event: dict[str, Any], timestamp_ms: int) -> str:
+    """The envelope the control plane publishes; used by the simulator and tests."""
+    encoded = base64.b64encode(json.dumps(event).encode()).decode()
+    return json.dumps({"event": {"payloadData": {"eventType": event_type, "timeStamp": timestamp_ms, "event": encoded}}})
+
+
+ApiAction = Literal["converge", "remove"]
+REMOVING_STATUSES = frozenset({"RETIRED", "BLOCKED"})
