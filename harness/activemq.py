@@ -184,7 +184,7 @@ class ActiveMQ:
             if not self._wait_for_exit(pid, STOP_GRACE_SECONDS):
                 os.killpg(pid, signal.SIGKILL)
                 if not self._wait_for_exit(pid, 5.0):
-                    raise BrokerError(f"ActiveMQ (pid {pid}) survived SIGKILL; check it with: ps -o pid,stat,cmd -p {pid}")
+                    raise BrokerError(f"ActiveMQ (pid {pid}) survived SIGKILL; inspect it: ps -o pid,stat,cmd -p {pid}")
         self._reap()
         self.pid_file.unlink(missing_ok=True)
 
@@ -201,7 +201,7 @@ class ActiveMQ:
     def _failure(self, what: str) -> BrokerError:
         """An error naming the root cause first; Java's tail is mostly stack frames."""
         tail = self.log_tail()
-        causes = [line.strip() for line in tail.splitlines() if line.lstrip().startswith(("Caused by:", "ERROR"))]
+        causes = [line.strip() for line in tail.splitlines() if "Caused by:" in line or "| ERROR |" in line]
         cause = f"\ncause: {causes[-1]}" if causes else ""
         return BrokerError(f"{what}{cause}\nlast lines of {self.log_file}:\n{tail}")
 
@@ -235,7 +235,7 @@ class ActiveMQ:
                 self._reap()
                 raise self._failure(f"ActiveMQ (pid {pid}) exited before answering on {self.stomp_url}")
             if time.monotonic() > deadline:
-                raise self._failure(f"ActiveMQ (pid {pid}) did not answer STOMP on {self.stomp_url} within {timeout:g} s")
+                raise self._failure(f"ActiveMQ (pid {pid}) did not answer on {self.stomp_url} within {timeout:g} s")
             time.sleep(0.1)
 
     def _wait_for_exit(self, pid: int, timeout: float) -> bool:
@@ -292,7 +292,9 @@ def _run_status(broker: ActiveMQ) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.activemq", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.activemq", description="Start, stop or check the local ActiveMQ STOMP broker."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, summary in (
         ("start", "start the broker (no-op if it already runs) and wait until it answers STOMP"),

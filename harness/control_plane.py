@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import stomp
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from harness.api_projects import (
     ApiProjectFiles,
@@ -74,10 +74,50 @@ class _KnownApi:
     project: ApiProjectFiles
     organization: str
     labels: dict[str, _LabelDeployment] = field(default_factory=dict)
+    # Labels of the latest deploy/undeploy, so a REMOVE built after the fact still names them.
+    last_labels: list[str] = field(default_factory=list)
+
+
+class _ReceiptListener(stomp.ConnectionListener):
+    """Tracks broker receipts and connection loss for one connection."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, threading.Event] = {}
+        self.lost = threading.Event()
+
+    def expect(self, receipt: str) -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            self._pending[receipt] = event
+        return event
+
+    def forget(self, receipt: str) -> None:
+        with self._lock:
+            self._pending.pop(receipt, None)
+
+    def on_receipt(self, frame: stomp.utils.Frame) -> None:
+        with self._lock:
+            event = self._pending.pop(frame.headers.get("receipt-id", ""), None)
+        if event is not None:
+            event.set()
+
+    def on_disconnected(self) -> None:
+        self.lost.set()
+        with self._lock:
+            pending = list(self._pending.values())
+        for event in pending:  # wake waiters; they see ``lost`` and retry
+            event.set()
 
 
 class _StompPublisher:
-    """One long-lived STOMP 1.2 connection, reopened on demand, shared by all publishers."""
+    """One long-lived STOMP 1.2 connection, reopened on demand, shared by all publishers.
+
+    Every send asks for a receipt, so a returned ``send`` means the broker has the message:
+    tests can then assert on delivery without sleeping, and a silently dead socket is noticed.
+    """
+
+    RECEIPT_TIMEOUT = 5.0
 
     def __init__(self, broker_url: str, username: str, password: str) -> None:
         parts = urlsplit(broker_url)
@@ -89,18 +129,27 @@ class _StompPublisher:
         self._password = password
         self._lock = threading.Lock()
         self._conn: stomp.Connection12 | None = None
+        self._listener = _ReceiptListener()
 
     def send(self, destination: str, body: str | bytes, headers: Mapping[str, str]) -> None:
         with self._lock:
             for attempt in (1, 2):
                 try:
                     conn = self._connected()
-                    conn.send(destination=destination, body=body, headers=dict(headers))
+                    receipt = str(uuidlib.uuid4())
+                    confirmed = self._listener.expect(receipt)
+                    conn.send(destination=destination, body=body, headers={**headers, "receipt": receipt})
+                    if not confirmed.wait(self.RECEIPT_TIMEOUT) or self._listener.lost.is_set():
+                        self._listener.forget(receipt)
+                        # ConnectionError is an OSError: the handler below reconnects and resends.
+                        raise ConnectionError("no receipt from the broker")
                     return
                 except (stomp.exception.StompException, OSError) as exc:
                     self._drop()
                     if attempt == 2:
-                        raise ConnectionError(f"cannot publish to {self._host_and_port}: {exc}") from exc
+                        raise ConnectionError(
+                            f"cannot publish to {self._host_and_port}: {exc or type(exc).__name__}"
+                        ) from exc
 
     def try_connect(self) -> bool:
         with self._lock:
@@ -113,15 +162,10 @@ class _StompPublisher:
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None and self._conn.is_connected():
-                try:
-                    self._conn.disconnect()
-                except (stomp.exception.StompException, OSError):
-                    pass
-            self._conn = None
+            self._drop()
 
     def _connected(self) -> stomp.Connection12:
-        if self._conn is not None and self._conn.is_connected():
+        if self._conn is not None and self._conn.is_connected() and not self._listener.lost.is_set():
             return self._conn
         self._drop()
         conn = stomp.Connection12(
@@ -133,17 +177,19 @@ class _StompPublisher:
         )
         if self._ssl:
             conn.set_ssl(for_hosts=[self._host_and_port])
+        self._listener = _ReceiptListener()
+        conn.set_listener("receipts", self._listener)
         conn.connect(self._username, self._password, wait=True)
         self._conn = conn
         return conn
 
     def _drop(self) -> None:
-        if self._conn is not None:
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.is_connected():
             try:
-                self._conn.disconnect()
+                conn.disconnect()
             except (stomp.exception.StompException, OSError):
                 pass
-        self._conn = None
 
 
 class ControlPlaneSimulator:
@@ -302,6 +348,7 @@ class ControlPlaneSimulator:
             for label in labels:
                 api.labels[label] = _LabelDeployment(project=project, vhost=vhost, deployed_at_ms=now)
             api.project = project
+            api.last_labels = sorted(api.labels)
             self._changed.notify_all()
         if publish and announce_removal and replaced:
             self.publish(
@@ -333,6 +380,7 @@ class ControlPlaneSimulator:
             api = self._known(api_uuid)
             for label in labels:
                 api.labels.pop(label, None)
+            api.last_labels = sorted(api.labels) or list(labels)
             self._changed.notify_all()
         event_id = str(uuidlib.uuid4())
         if publish:
@@ -351,11 +399,15 @@ class ControlPlaneSimulator:
             return {label: d.project.revision for label, d in api.labels.items()} if api else {}
 
     def api_event_fields(self, api_uuid: str, event_type: str) -> dict[str, Any]:
-        """Kind-specific event fields for a known API (DEPLOY/REMOVE or API_* kinds)."""
+        """Kind-specific event fields for a known API (DEPLOY/REMOVE or API_* kinds).
+
+        ``gatewayLabels`` are the labels the API runs on, or, once undeployed everywhere,
+        the labels it was last removed from.
+        """
         with self._lock:
             api = self._known(api_uuid)
             if event_type in DEPLOY_EVENTS:
-                return self._deploy_fields(api, sorted(api.labels))
+                return self._deploy_fields(api, sorted(api.labels) or api.last_labels)
             if event_type in API_EVENTS:
                 project = api.project
                 return {
@@ -633,7 +685,7 @@ class ControlPlaneSimulator:
         content: bytes | None = None
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
-            if isinstance(part, web.BodyPartReader) and part.name == "file":
+            if isinstance(part, BodyPartReader) and part.name == "file":
                 content = await part.read(decode=False)
         if content is None:
             return _error(400, "Bad Request", "Missing 'file' part")
@@ -801,7 +853,7 @@ def _decode_labels(value: str | None) -> list[str] | None:
     if not value:
         return None
     # A client that does not percent-encode '+' has it turned into a space by query parsing.
-    cleaned = value.strip().replace(" ", "+")
+    cleaned = value.replace(" ", "+").strip()
     cleaned += "=" * (-len(cleaned) % 4)
     try:
         text = base64.b64decode(cleaned, validate=True).decode("utf-8")

@@ -96,7 +96,14 @@ class BrokerListener:
             conn = self._connection(bridge)
             try:
                 await asyncio.to_thread(self._connect, conn)
-            except (StompException, OSError) as exc:
+                # Messages published before the broker processed SUBSCRIBE would not be kept.
+                receipt = f"subscribe-{uuid.uuid4()}"
+                subscribed = bridge.expect_receipt(receipt)
+                await asyncio.to_thread(self._subscribe, conn, receipt)
+                await asyncio.wait_for(subscribed, timeout=30)
+            except (StompException, OSError, TimeoutError) as exc:
+                if conn.is_connected():
+                    await asyncio.to_thread(_disconnect_quietly, conn)
                 log.warning("cannot reach the broker at %s: %s; retrying in %.1fs", self._settings.broker_url, exc, delay)
                 await _sleep_or_stop(stop, delay)
                 delay = min(delay * 2, self._settings.broker_reconnect_max_seconds) * random.uniform(0.8, 1.2)
@@ -131,11 +138,18 @@ class BrokerListener:
             wait=True,
             headers={"client-id": s.broker_client_id},
         )
+
+    def _subscribe(self, conn: stomp.Connection12, receipt: str) -> None:
+        s = self._settings
         conn.subscribe(
             s.broker_topic,
             id=s.broker_subscription_name,
             ack="client-individual",
-            headers={"activemq.subscriptionName": s.broker_subscription_name, "activemq.prefetchSize": str(PREFETCH)},
+            headers={
+                "activemq.subscriptionName": s.broker_subscription_name,
+                "activemq.prefetchSize": str(PREFETCH),
+                "receipt": receipt,
+            },
         )
 
     async def _consume(

@@ -93,12 +93,14 @@ class ApiWorkflowState(BaseModel):
     organization: str
     api_uuid: str
     retry: RetryOptions = Field(default_factory=RetryOptions)
+    events_per_run: int = 100
     pending: list[ApiEventSignal] = Field(default_factory=list)
     seen_event_ids: list[str] = Field(default_factory=list)
     phase: Phase = "idle"
     step: str = ""
     current_event: ApiEventSignal | None = None
     failed_event: ApiEventSignal | None = None
+    failed_step: str = ""
     last_error: str | None = None
     deployed_revision: str | None = None
     deployed: bool = False
@@ -110,6 +112,8 @@ class ApiWorkflowInput(BaseModel):
     organization: str
     api_uuid: str
     retry: RetryOptions = Field(default_factory=RetryOptions)
+    # Events handled before continue-as-new keeps the history short.
+    events_per_run: int = 100
     state: ApiWorkflowState | None = None
 
 
@@ -122,6 +126,7 @@ class ApiWorkflowStatus(BaseModel):
     step: str
     current_event: ApiEventSignal | None
     failed_event: ApiEventSignal | None
+    failed_step: str
     last_error: str | None
     deployed: bool
     deployed_revision: str | None

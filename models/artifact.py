@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 
 
@@ -203,7 +203,12 @@ class ApiProject(BaseModel):
 class DeploymentEnvironment(_CamelModel):
     name: str
     vhost: str | None = None
-    deployed_timestamp: int | None = Field(default=None, alias="deployedTimeStamp")
+    # APIM spells it deployedTimeStamp; accept the regular camelCase too.
+    deployed_timestamp: int | None = Field(
+        default=None,
+        validation_alias=AliasChoices("deployedTimeStamp", "deployedTimestamp", "deployed_timestamp"),
+        serialization_alias="deployedTimeStamp",
+    )
     deployment_type: str | None = None
 
 

@@ -67,6 +67,9 @@ class ArtifactLimits(BaseModel):
     ratio_check_min_bytes: int = Field(default=1 * MiB, ge=0)
 
 
+DEFAULT_LIMITS = ArtifactLimits()
+
+
 class _WireModel(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True, alias_generator=to_camel)
 
@@ -95,7 +98,7 @@ class _ApiFile(_WireModel):
     data: ApiData
 
 
-class _NoAliasLoader(yaml.SafeLoader):
+class _NoAliasLoader(yaml.SafeLoader):  # type: ignore[misc]
     """YAML without anchors/aliases: an alias bomb expands to gigabytes once walked."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
@@ -143,7 +146,13 @@ class _DirSource(_Source):
         self._budget = budget
 
     def read(self, name: str) -> bytes:
-        content = (self._root / name).read_bytes()
+        # O_NOFOLLOW and a bounded read: the tree may change between the listing and the read.
+        limit = self._budget.limits.max_entry_bytes
+        descriptor = os.open(self._root / name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(descriptor, "rb") as handle:
+            content = handle.read(limit + 1)
+        if len(content) > limit:
+            raise self.error(name, f"exceeds the limit of {_size(limit)}")
         self._budget.consume(len(content), self.label)
         return content
 
@@ -183,7 +192,7 @@ class _ZipSource(_Source):
         return b"".join(chunks)
 
 
-def parse_runtime_artifacts(data: bytes, *, limits: ArtifactLimits = ArtifactLimits()) -> RuntimeArtifacts:
+def parse_runtime_artifacts(data: bytes, *, limits: ArtifactLimits = DEFAULT_LIMITS) -> RuntimeArtifacts:
     """Parse the runtime-artifacts answer (``apis.zip``) into every deployed API revision.
 
     Only the API-project zips that ``deployments.json`` names are opened; others are ignored.
@@ -204,7 +213,9 @@ def parse_runtime_artifacts(data: bytes, *, limits: ArtifactLimits = ArtifactLim
         if not entry.api_file.lower().endswith(".zip"):
             raise ArtifactError(f"apis.zip: {DEPLOYMENTS_FILE} names {entry.api_file!r}, which is not a .zip file")
         # The inner zip's own bytes are bounded by the outer checks; its contents count against the budget.
-        inner = _open_zip(archive.read(entry.api_file, counted=False), posixpath.basename(entry.api_file), limits, budget)
+        inner = _open_zip(
+            archive.read(entry.api_file, counted=False), posixpath.basename(entry.api_file), limits, budget
+        )
         project = _parse_project(inner)
         apis.append(
             DeployedApi(
@@ -219,13 +230,13 @@ def parse_runtime_artifacts(data: bytes, *, limits: ArtifactLimits = ArtifactLim
 
 
 def parse_api_project_zip(
-    data: bytes, *, limits: ArtifactLimits = ArtifactLimits(), name: str = "project.zip"
+    data: bytes, *, limits: ArtifactLimits = DEFAULT_LIMITS, name: str = "project.zip"
 ) -> ApiProject:
     """Parse one API project zip (``<Name>-<version>/api.json`` ...); ``name`` labels error messages."""
     return _parse_project(_open_zip(data, name, limits, _Budget(limits)))
 
 
-def load_api_project_dir(path: str | os.PathLike[str], *, limits: ArtifactLimits = ArtifactLimits()) -> ApiProject:
+def load_api_project_dir(path: str | os.PathLike[str], *, limits: ArtifactLimits = DEFAULT_LIMITS) -> ApiProject:
     """Load an API project from an unpacked directory, under the same limits as a zip.
 
     Symbolic links are refused rather than followed, so a project cannot read outside itself.
@@ -249,7 +260,9 @@ def load_api_project_dir(path: str | os.PathLike[str], *, limits: ArtifactLimits
                 raise ArtifactError(f"{label}: has more than {limits.max_entries} files")
             size = os.lstat(full).st_size
             if size > limits.max_entry_bytes:
-                raise ArtifactError(f"{label}: {relative}: {_size(size)} exceeds the limit of {_size(limits.max_entry_bytes)}")
+                raise ArtifactError(
+                    f"{label}: {relative}: {_size(size)} exceeds the limit of {_size(limits.max_entry_bytes)}"
+                )
             sizes[relative] = size
 
     return _parse_project(_DirSource(label, root, sorted(sizes), budget))
@@ -258,6 +271,9 @@ def load_api_project_dir(path: str | os.PathLike[str], *, limits: ArtifactLimits
 def _open_zip(data: bytes, label: str, limits: ArtifactLimits, budget: _Budget) -> _ZipSource:
     if len(data) > limits.max_total_bytes:
         raise ArtifactError(f"{label}: {_size(len(data))} exceeds the limit of {_size(limits.max_total_bytes)}")
+    declared_entries = _declared_entry_count(data)
+    if declared_entries is not None and declared_entries > limits.max_entries:
+        raise ArtifactError(f"{label}: has {declared_entries} entries; the limit is {limits.max_entries}")
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         entries = archive.infolist()
@@ -278,9 +294,13 @@ def _open_zip(data: bytes, label: str, limits: ArtifactLimits, budget: _Budget) 
             raise ArtifactError(f"{label}: {name}: encrypted entries are not accepted")
         if info.file_size > limits.max_entry_bytes:
             raise ArtifactError(
-                f"{label}: {name}: {_size(info.file_size)} uncompressed exceeds the limit of {_size(limits.max_entry_bytes)}"
+                f"{label}: {name}: {_size(info.file_size)} uncompressed "
+                f"exceeds the limit of {_size(limits.max_entry_bytes)}"
             )
-        if info.file_size >= limits.ratio_check_min_bytes and info.file_size > info.compress_size * limits.max_compression_ratio:
+        if (
+            info.file_size >= limits.ratio_check_min_bytes
+            and info.file_size > info.compress_size * limits.max_compression_ratio
+        ):
             raise ArtifactError(
                 f"{label}: {name}: compression ratio above {limits.max_compression_ratio}:1 "
                 f"({info.compress_size} bytes expand to {info.file_size}); refusing a likely zip bomb"
@@ -292,6 +312,15 @@ def _open_zip(data: bytes, label: str, limits: ArtifactLimits, budget: _Budget) 
             raise ArtifactError(f"{label}: {name}: appears twice in the archive")
         infos[name] = info
     return _ZipSource(label, archive, infos, limits, budget)
+
+
+def _declared_entry_count(data: bytes) -> int | None:
+    """Entry count from the end-of-central-directory record, read before ``zipfile`` builds an
+    object per entry (a small archive can declare millions of them)."""
+    position = data.rfind(b"PK\x05\x06", max(0, len(data) - 65_557))
+    if position < 0 or position + 12 > len(data):
+        return None
+    return int.from_bytes(data[position + 10 : position + 12], "little")
 
 
 def _check_entry_name(label: str, name: str) -> None:
@@ -374,7 +403,7 @@ def _load_document(source: _Source, name: str) -> dict[str, Any]:
         document = _parse_json(source, name, text)
     else:
         try:
-            document = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+            document = yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader subclass
         except yaml.YAMLError as exc:
             where = getattr(exc, "problem_mark", None)
             position = f" at line {where.line + 1} column {where.column + 1}" if where is not None else ""

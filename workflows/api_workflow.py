@@ -40,8 +40,6 @@ with workflow.unsafe.imports_passed_through():
 
 T = TypeVar("T")
 
-# Keep each run's history small; the state object carries everything over.
-EVENTS_PER_RUN = 100
 LONG_STEP = timedelta(hours=1)
 HEARTBEAT = timedelta(seconds=30)
 
@@ -69,7 +67,10 @@ class ApiWorkflow:
     @workflow.init
     def __init__(self, input: ApiWorkflowInput) -> None:
         self._s = input.state or ApiWorkflowState(
-            organization=input.organization, api_uuid=input.api_uuid, retry=input.retry
+            organization=input.organization,
+            api_uuid=input.api_uuid,
+            retry=input.retry,
+            events_per_run=input.events_per_run,
         )
         self._retry_requested = False
         self._processed_this_run = 0
@@ -109,6 +110,7 @@ class ApiWorkflow:
             step=s.step,
             current_event=s.current_event,
             failed_event=s.failed_event,
+            failed_step=s.failed_step,
             last_error=s.last_error,
             deployed=s.deployed,
             deployed_revision=s.deployed_revision,
@@ -129,13 +131,14 @@ class ApiWorkflow:
                 event = self._s.pending.pop(0)
             await self._process(event)
             self._processed_this_run += 1
-            if self._processed_this_run >= EVENTS_PER_RUN or workflow.info().is_continue_as_new_suggested():
+            if self._processed_this_run >= self._s.events_per_run or workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     ApiWorkflowInput(
                         organization=self._s.organization,
                         api_uuid=self._s.api_uuid,
                         retry=self._s.retry,
+                        events_per_run=self._s.events_per_run,
                         state=self._s,
                     )
                 )
@@ -217,6 +220,7 @@ class ApiWorkflow:
                 message, _ = _reason(err)
                 reason += f"; ROLLBACK FAILED: {message}"
         s.failed_event = event
+        s.failed_step = failure.step
         s.last_error = reason
         s.phase = "failed"
         workflow.logger.warning("API %s failed: %s", s.api_uuid, reason)
@@ -238,7 +242,7 @@ class ApiWorkflow:
         """The event converged: any earlier failure is superseded."""
         s = self._s
         s.phase, s.step = "idle", "done"
-        s.failed_event, s.last_error = None, None
+        s.failed_event, s.failed_step, s.last_error = None, "", None
         s.last_result = outcome
         s.current_event = None
 

@@ -15,7 +15,7 @@ _MISSING = object()
 
 # Paths no manager ever owns, as in the real field manager.
 IGNORED: frozenset[Path] = frozenset(
-    {("apiVersion",), ("kind",), ("metadata",), ("status",)}
+    {("apiVersion",), ("kind",), ("metadata",)}
     | {("metadata", k) for k in ("name", "namespace", "uid", "resourceVersion", "generation",
                                  "creationTimestamp", "managedFields", "selfLink", "deletionTimestamp")}
 )

@@ -192,9 +192,7 @@ class Store:
             meta.pop(key, None)
         if rt.has_status:
             body.pop("status", None)
-        if rt.kind == "Namespace":
-            body["spec"] = {"finalizers": ["kubernetes"]}
-            body["status"] = {"phase": "Active"}
+        _create_defaults(rt, body)
         owned = F.changed_paths({}, body)
         return self._commit(rt, version, namespace, name, None, body, (manager, "Update", ""), owned, {})
 
@@ -264,6 +262,10 @@ class Store:
         old = self.get(rt, namespace, name)
         if old is None and subresource:
             raise not_found(rt, name)
+        sent_rv = meta.get("resourceVersion")
+        if old is not None and sent_rv and sent_rv != old["metadata"]["resourceVersion"]:
+            raise conflict(rt, name, "the object has been modified; please apply your changes to the latest "
+                                     "version and try again")
         live: Obj = old or {"metadata": {"name": name}}
         applied = self._area(rt, body, subresource)
         applied_set = self._owned(rt, F.leaf_paths(applied), subresource)
@@ -301,6 +303,7 @@ class Store:
             self._validate_name(rt, name)
             for key in SERVER_METADATA:
                 new["metadata"].pop(key, None)
+            _create_defaults(rt, new)
         managers[me] = applied_set
         obj = self._commit(rt, version, namespace, name, old, new, me, set(), managers)
         return obj, old is None
@@ -319,10 +322,11 @@ class Store:
                         self.delete(other, name, obj["metadata"]["name"])
         self.rv += 1
         gone = dict(old, metadata=dict(old["metadata"], resourceVersion=str(self.rv)))
-        bucket = self.kinds[rt.key].objects[namespace or ""]
-        del bucket[name]
-        if not bucket:
-            del self.kinds[rt.key].objects[namespace or ""]
+        with self.lock:
+            bucket = self.kinds[rt.key].objects[namespace or ""]
+            del bucket[name]
+            if not bucket:
+                del self.kinds[rt.key].objects[namespace or ""]
         self._emit(rt, Event(self.rv, "DELETED", gone), "")
         return gone
 
@@ -509,6 +513,13 @@ def _content(obj: Obj, *, skip_meta: bool) -> Obj:
                for e in obj["metadata"].get("managedFields") or []]
     rest = {k: v for k, v in obj.items() if k not in ("metadata", "apiVersion", "kind")}
     return {"metadata": meta, "managed": managed, **rest}
+
+
+def _create_defaults(rt: ResourceType, obj: Obj) -> None:
+    """What the real server fills in on create for the built-in kinds we serve."""
+    if rt.builtin and rt.kind == "Namespace":
+        obj.setdefault("spec", {"finalizers": ["kubernetes"]})
+        obj["status"] = {"phase": "Active"}
 
 
 def _fold_string_data(secret: Obj) -> None:

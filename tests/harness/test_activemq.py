@@ -50,7 +50,7 @@ def managed_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActiveM
 def endpoint(managed_broker: ActiveMQ | None) -> Endpoint:
     if managed_broker is None:
         parts = urlsplit(EXTERNAL_BROKER_URL)
-        assert parts.hostname and parts.port, f"GATEWAY_AGENT_TEST_BROKER_URL={EXTERNAL_BROKER_URL!r} is not stomp://host:port"
+        assert parts.hostname and parts.port, f"{EXTERNAL_BROKER_URL!r} is not stomp://host:port"
         return parts.hostname, parts.port
     return managed_broker.host, managed_broker.port
 
@@ -85,14 +85,17 @@ class Inbox(stomp.ConnectionListener):
 
 
 @contextmanager
-def durable_subscriber(endpoint: Endpoint, client_id: str, name: str, topic: str) -> Iterator[tuple[stomp.Connection12, Inbox]]:
+def durable_subscriber(
+    endpoint: Endpoint, client_id: str, name: str, topic: str
+) -> Iterator[tuple[stomp.Connection12, Inbox]]:
     """Connects the way the agent's listener does: client-id, durable name, client-individual acks."""
     conn = stomp.Connection12([endpoint])
     inbox = Inbox()
     conn.set_listener("inbox", inbox)
     conn.connect(wait=True, headers={"client-id": client_id})
     # Topics drop what arrives before a subscription exists, so wait until the broker has it.
-    conn.subscribe(topic, id="1", ack="client-individual", headers={"activemq.subscriptionName": name, "receipt": "subscribed"})
+    headers = {"activemq.subscriptionName": name, "receipt": "subscribed"}
+    conn.subscribe(topic, id="1", ack="client-individual", headers=headers)
     assert inbox.receipts.get(timeout=5.0) == "subscribed"
     try:
         yield conn, inbox

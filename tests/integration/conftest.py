@@ -11,6 +11,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from agent.settings import Settings
 from harness.activemq import ActiveMQ
 from harness.control_plane import ControlPlaneSimulator
 from harness.kube_emulator import KubeEmulator
-from intake.listener import BrokerListener
+from intake.listener import BrokerListener, Submit
 from intake.submit import TemporalSubmitter
 from worker import build_worker
 
@@ -138,20 +139,33 @@ class RunningAgent:
     listener: BrokerListener
 
 
+@asynccontextmanager
+async def running_listener(settings: Settings, submit: Submit) -> AsyncIterator[BrokerListener]:
+    listener = BrokerListener(settings, submit)
+    stop = asyncio.Event()
+    task = asyncio.create_task(listener.run(stop))
+    try:
+        await asyncio.wait_for(listener.connected.wait(), timeout=15)
+        yield listener
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=15)
+
+
+@asynccontextmanager
+async def running_agent(
+    settings: Settings, client: Client, kube_api_client: k8s_client.ApiClient
+) -> AsyncIterator[RunningAgent]:
+    """The agent as `gateway-agent run` runs it: worker and listener, against the test's services."""
+    worker = build_worker(client, settings, KubeCluster(kube_api_client, settings.namespace))
+    async with worker, running_listener(settings, TemporalSubmitter(client, settings)) as listener:
+        yield RunningAgent(settings=settings, client=client, listener=listener)
+
+
 @pytest.fixture
 async def agent(settings: Settings, temporal_client: Client, kube_api_client: k8s_client.ApiClient) -> AsyncIterator[RunningAgent]:
-    """The agent as `gateway-agent run` runs it: worker and listener, against the test's services."""
-    worker = build_worker(temporal_client, settings, KubeCluster(kube_api_client, settings.namespace))
-    listener = BrokerListener(settings, TemporalSubmitter(temporal_client, settings))
-    stop = asyncio.Event()
-    async with worker:
-        task = asyncio.create_task(listener.run(stop))
-        await asyncio.wait_for(listener.connected.wait(), timeout=15)
-        try:
-            yield RunningAgent(settings=settings, client=temporal_client, listener=listener)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, timeout=15)
+    async with running_agent(settings, temporal_client, kube_api_client) as running:
+        yield running
 
 
 def _free_port() -> int:

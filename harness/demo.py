@@ -1,0 +1,166 @@
+"""The demo: a whole local stack and the agent, deploying a sample API end to end.
+
+Starts the Temporal dev server (with its UI), ActiveMQ, the API-server emulator (acting as
+the gateway operator) and the control-plane simulator, runs ``gateway-agent run`` against
+them, and has the simulator deploy the sample API. Everything lives under ``.run/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.activemq import ActiveMQ
+from harness.api_projects import load_project_dir
+from harness.control_plane import ControlPlaneSimulator
+from harness.kube_emulator import KubeEmulator
+from models.naming import api_selector
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = Path(__file__).resolve().parent / "samples" / "pizzashack"
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def _wait_for_port(host: str, port: int, timeout: float) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"nothing listens on {host}:{port} after {timeout:g}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__)
+    parser.add_argument("--once", action="store_true", help="stop after the sample API is deployed")
+    parser.add_argument("--run-dir", type=Path, default=REPO / ".run")
+    parser.add_argument("--temporal-port", type=int, default=7233)
+    parser.add_argument("--ui-port", type=int, default=8233)
+    parser.add_argument("--broker-port", type=int, default=61613)
+    parser.add_argument("--kube-port", type=int, default=8001)
+    parser.add_argument("--cp-port", type=int, default=9443)
+    args = parser.parse_args(argv)
+    run_dir: Path = args.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    procs: list[subprocess.Popen[bytes]] = []
+    stoppers = []
+    try:
+        print("starting Temporal dev server ...", flush=True)
+        temporal_log = open(run_dir / "temporal.log", "wb")  # noqa: SIM115 - lives as long as the process
+        procs.append(
+            subprocess.Popen(
+                [_bin("temporal"), "server", "start-dev", "--ip", "127.0.0.1",
+                 "--port", str(args.temporal_port), "--ui-port", str(args.ui_port),
+                 "--db-filename", str(run_dir / "temporal.db"), "--log-level", "warn"],
+                stdout=temporal_log, stderr=subprocess.STDOUT,
+            )
+        )
+        _wait_for_port("127.0.0.1", args.temporal_port, 30)
+
+        print("starting ActiveMQ ...", flush=True)
+        broker = ActiveMQ(run_dir / "activemq", port=args.broker_port)
+        broker.start()
+        stoppers.append(broker.stop)
+
+        print("starting the Kubernetes API-server emulator ...", flush=True)
+        kube = KubeEmulator(gateway_operator=True, operator_delay=0.2)
+        kube.start(port=args.kube_port)
+        stoppers.append(kube.stop)
+        kubeconfig = kube.write_kubeconfig(run_dir / "kubeconfig")
+
+        print("starting the control-plane simulator ...", flush=True)
+        cp = ControlPlaneSimulator(broker_url=broker.stomp_url)
+        cp.start(port=args.cp_port)
+        stoppers.append(cp.stop)
+
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "GATEWAY_AGENT_TEMPORAL_ADDRESS": f"127.0.0.1:{args.temporal_port}",
+            "GATEWAY_AGENT_BROKER_URL": broker.stomp_url,
+            "GATEWAY_AGENT_CP_URL": cp.url,
+            "GATEWAY_AGENT_CP_USERNAME": "admin",
+            "GATEWAY_AGENT_CP_PASSWORD": "admin",
+            "GATEWAY_AGENT_NAMESPACE": "default",
+        }
+        print("starting the agent: gateway-agent run ...", flush=True)
+        agent_log = open(run_dir / "agent.log", "wb")  # noqa: SIM115
+        agent = subprocess.Popen([_bin("gateway-agent"), "run"], env=env, stdout=agent_log, stderr=subprocess.STDOUT)
+        procs.append(agent)
+        time.sleep(2.0)  # let the listener take its durable subscription before the first event
+
+        project = load_project_dir(SAMPLE)
+        cp.deploy(project, labels=["Default"])
+        print(f"published DEPLOY_API_IN_GATEWAY for {project.name} {project.version} ({project.uuid})", flush=True)
+
+        report = _wait_for_report(cp, project.uuid, timeout=60, agent=agent)
+        print(f"control plane received: {json.dumps(report)}")
+        selector = api_selector("carbon.super", project.uuid)
+        print(
+            "\nWhere to look:\n"
+            f"  Temporal UI:      http://127.0.0.1:{args.ui_port}/namespaces/default/workflows "
+            f"(workflow id api:carbon.super:{project.uuid})\n"
+            f"  workflow status:  .venv/bin/gateway-agent status {project.uuid}\n"
+            f"  gateway resources: curl -s '{kube.url}/apis/dp.wso2.com/v1alpha3/namespaces/default/apis"
+            f"?labelSelector={selector}'\n"
+            f"  reports to CP:    curl -s {cp.url}_sim/reports\n"
+            f"  agent log:        {run_dir / 'agent.log'}\n"
+            f"  kubeconfig:       {kubeconfig}\n"
+        )
+        if report.get("deploymentStatus") != "SUCCESS":
+            return 1
+        if args.once:
+            return 0
+        print("running; Ctrl-C stops everything", flush=True)
+        try:
+            while agent.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            return 0
+        print(f"the agent exited with {agent.returncode}; see {run_dir / 'agent.log'}")
+        return 1
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in reversed(procs):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for stop in reversed(stoppers):
+            stop()
+
+
+def _wait_for_report(cp: ControlPlaneSimulator, api_uuid: str, timeout: float, agent: subprocess.Popen) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reports = [r for r in cp.deployment_reports if r.get("apiId") == api_uuid]
+        if reports:
+            return reports[-1]
+        if agent.poll() is not None:
+            raise SystemExit(f"the agent exited with {agent.returncode}; see .run/agent.log")
+        time.sleep(0.1)
+    raise SystemExit(f"no deployment report for {api_uuid} within {timeout:g}s; see .run/agent.log")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupt)
+    sys.exit(main())

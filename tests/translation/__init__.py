@@ -1,0 +1,148 @@
+"""Tests of artifact parsing and translation, with small builders for API projects.
+
+The builders produce what the control plane exports (api.json ``data`` in camelCase,
+``endpointConfig`` in APIM's snake_case) so the tests exercise the real wire names.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import zipfile
+from collections.abc import Mapping
+from typing import Any
+
+from models.artifact import ApiData, ApiProject, DeployedApi, DeploymentEnvironment
+
+API_UUID = "8f1c2a4e-5b6d-4e7f-9a0b-1c2d3e4f5a6b"
+OTHER_UUID = "0d9e8f7a-6b5c-4d3e-8f1a-2b3c4d5e6f7a"
+PASSWORD = "pizza-backend-s3cret!"
+API_KEY_VALUE = "backend-api-key-9f8e7d"
+
+SWAGGER = json.dumps(
+    {
+        "openapi": "3.0.1",
+        "info": {"title": "PizzaShackAPI", "version": "1.0.0"},
+        "paths": {"/menu": {"get": {"responses": {"200": {"description": "OK"}}}}},
+    }
+)
+SDL = "type Query { hero(id: ID!): String\n  allHeroes: [String] }\ntype Mutation { addHero(name: String!): String }\n"
+
+
+def api_data(**overrides: Any) -> dict[str, Any]:
+    """The ``data`` of a REST api.json as APIM exports it; keyword arguments replace fields."""
+    data: dict[str, Any] = {
+        "id": API_UUID,
+        "name": "PizzaShackAPI",
+        "version": "1.0.0",
+        "context": "/pizzashack",
+        "provider": "admin",
+        "type": "HTTP",
+        "isDefaultVersion": False,
+        "lifeCycleStatus": "PUBLISHED",
+        "organizationId": "carbon.super",
+        "revisionId": "1",
+        "initiatedFromGateway": False,
+        "authorizationHeader": "Authorization",
+        "apiKeyHeader": "ApiKey",
+        "securityScheme": ["oauth2", "oauth_basic_auth_api_key_mandatory"],
+        "corsConfiguration": {"corsConfigurationEnabled": False},
+        "endpointConfig": {
+            "endpoint_type": "http",
+            "production_endpoints": {"url": "https://pizza.backend.example:8443/v1"},
+        },
+        "operations": [
+            {"target": "/menu", "verb": "GET", "authType": "Application & Application User", "scopes": []},
+            {"target": "/order", "verb": "POST", "authType": "Application & Application User", "scopes": []},
+            {"target": "/order/{orderId}", "verb": "GET", "authType": "Application & Application User", "scopes": []},
+        ],
+        "scopes": [],
+        "additionalProperties": [],
+        "keyManagers": ["all"],
+        "transport": ["http", "https"],
+    }
+    data.update(copy.deepcopy(overrides))
+    return data
+
+
+def graphql_data(**overrides: Any) -> dict[str, Any]:
+    base = api_data(
+        name="StarWarsAPI",
+        context="/swapi",
+        type="GRAPHQL",
+        endpointConfig={"endpoint_type": "http", "production_endpoints": {"url": "http://swapi.backend:8080/graphql"}},
+        operations=[
+            {"target": "hero", "verb": "QUERY", "authType": "Application & Application User"},
+            {"target": "allHeroes", "verb": "QUERY", "authType": "None"},
+            {"target": "addHero", "verb": "MUTATION", "authType": "Application & Application User"},
+        ],
+    )
+    base.update(copy.deepcopy(overrides))
+    return base
+
+
+def deployed_api(
+    data: dict[str, Any] | None = None,
+    *,
+    definition: str | None = SWAGGER,
+    revision: str = "1",
+    organization: str = "carbon.super",
+    environments: list[tuple[str, str]] | None = None,
+) -> DeployedApi:
+    """A ``DeployedApi`` as the parser would produce it, built directly from wire-format data."""
+    envs = environments if environments is not None else [("Default", "gw.example.com")]
+    return DeployedApi(
+        project=ApiProject(
+            data=ApiData.model_validate(data if data is not None else api_data()),
+            definition=definition,
+            definition_file="Definitions/swagger.json" if definition else None,
+        ),
+        api_file=f"{(data or {}).get('id', API_UUID)}-{revision}.zip",
+        revision_id=revision,
+        organization=organization,
+        environments=[DeploymentEnvironment(name=n, vhost=v, deployed_timestamp=1764236400123) for n, v in envs],
+    )
+
+
+def zip_bytes(files: Mapping[str, bytes | str], *, compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def project_files(
+    data: dict[str, Any],
+    *,
+    root: str = "PizzaShackAPI-1.0.0",
+    definition: tuple[str, str] | None = ("swagger.json", SWAGGER),
+) -> dict[str, bytes | str]:
+    files: dict[str, bytes | str] = {f"{root}/api.json": json.dumps({"type": "api", "version": "v4.3.0", "data": data})}
+    if definition is not None:
+        files[f"{root}/Definitions/{definition[0]}"] = definition[1]
+    return files
+
+
+def deployments_json(*entries: tuple[str, str, list[tuple[str, str]]]) -> str:
+    """``deployments.json`` for (apiFile, organizationId, [(environment, vhost)]) entries."""
+    return json.dumps(
+        {
+            "type": "deployments",
+            "version": "v4.3.0",
+            "data": {
+                "deployments": [
+                    {
+                        "apiFile": api_file,
+                        "organizationId": organization,
+                        "environments": [
+                            {"name": n, "vhost": v, "deployedTimeStamp": 1764236400123, "deploymentType": "hybrid"}
+                            for n, v in envs
+                        ],
+                    }
+                    for api_file, organization, envs in entries
+                ]
+            },
+        }
+    )

@@ -1,0 +1,155 @@
+"""Every generated object validates against the CRD schema of the exact version it names.
+
+The CRDs are read from ``$GATEWAY_AGENT_CRD_DIR`` (default ``<repo>/../shared/apk-crds``);
+without them these tests are skipped, saying where they looked.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from translation.crd_schemas import CrdSchemas, default_crd_dir, load_crd_schemas, validate_resources
+from translation.translate import TranslationOptions, translate_api
+
+from . import API_KEY_VALUE, PASSWORD, SDL, api_data, deployed_api, graphql_data
+
+OPTIONS = TranslationOptions(namespace="apk-agent", gateway_labels=["Default", "Edge"], environment="prod")
+ENVIRONMENTS = [("Default", "gw.example.com"), ("Edge", "edge.example.com")]
+
+
+@pytest.fixture(scope="module")
+def crds() -> CrdSchemas:
+    directory = default_crd_dir()
+    if not directory.is_dir():
+        pytest.skip(f"CRDs not found at {directory}; set GATEWAY_AGENT_CRD_DIR to the apk-crds directory")
+    return load_crd_schemas(directory)
+
+
+def _everything() -> dict[str, Any]:
+    return api_data(
+        isDefaultVersion=True,
+        securityScheme=["oauth2", "api_key", "mutualssl"],
+        additionalProperties=[{"name": "team", "value": "pizza"}],
+        endpointConfig={
+            "endpoint_type": "load_balance",
+            "production_endpoints": [{"url": "https://a.backend:8443/v1"}, {"url": "https://b.backend:8443/v1"}],
+            "sandbox_endpoints": {"url": "http://sandbox.backend/v1"},
+            "endpoint_security": {
+                "production": {"enabled": True, "type": "BASIC", "username": "u", "password": PASSWORD},
+                "sandbox": {
+                    "enabled": True,
+                    "type": "apikey",
+                    "apiKeyIdentifier": "X-Key",
+                    "apiKeyValue": API_KEY_VALUE,
+                },
+            },
+        },
+        operations=[
+            {"target": "/menu", "verb": "GET", "authType": "None"},
+            {"target": "/order/{orderId}", "verb": "PUT"},
+            {"target": "/files/*", "verb": "GET"},
+            {"target": "/*", "verb": "OPTIONS"},
+            *({"target": f"/items/{i}/{{id}}.json", "verb": "DELETE"} for i in range(12)),
+        ],
+    )
+
+
+APIS = {
+    "rest-everything": lambda: deployed_api(_everything(), environments=ENVIRONMENTS),
+    "rest-minimal-no-definition": lambda: deployed_api(api_data(), definition=None),
+    "rest-sandbox-only-api-key": lambda: deployed_api(
+        api_data(
+            securityScheme=["api_key"],
+            endpointConfig={"endpoint_type": "http", "sandbox_endpoints": {"url": "http://sandbox.backend"}},
+        )
+    ),
+    "rest-unsecured": lambda: deployed_api(api_data(securityScheme=[])),
+    "graphql": lambda: deployed_api(graphql_data(), definition=SDL, environments=ENVIRONMENTS),
+}
+
+
+@pytest.mark.parametrize("name", sorted(APIS))
+def test_generated_objects_validate(crds: CrdSchemas, name: str) -> None:
+    resources = translate_api(APIS[name](), OPTIONS)
+    assert validate_resources(resources, crds) == []
+
+
+def test_every_generated_kind_is_checked_against_a_served_version(crds: CrdSchemas) -> None:
+    resources = translate_api(APIS["rest-everything"](), OPTIONS) + translate_api(APIS["graphql"](), OPTIONS)
+    custom = {(r["apiVersion"], r["kind"]) for r in resources if r["apiVersion"] != "v1"}
+    assert custom == {
+        ("dp.wso2.com/v1alpha3", "API"),
+        ("dp.wso2.com/v1alpha2", "Backend"),
+        ("dp.wso2.com/v1alpha2", "Authentication"),
+        ("dp.wso2.com/v1alpha2", "GQLRoute"),
+        ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    }
+    assert custom <= set(crds.kinds())
+    assert {r["kind"] for r in resources if r["apiVersion"] == "v1"} == {"ConfigMap", "Secret"}
+
+
+def test_gqlroute_has_no_subscription_match(crds: CrdSchemas) -> None:
+    # Why SUBSCRIPTION operations are refused: the served GQLRoute cannot express them.
+    schema = crds.schema("dp.wso2.com/v1alpha2", "GQLRoute")
+    assert schema is not None
+    match = schema["properties"]["spec"]["properties"]["rules"]["items"]["properties"]["matches"]["items"]
+    assert match["properties"]["type"]["enum"] == ["QUERY", "MUTATION"]
+
+
+class TestTheValidatorCatchesMistakes:
+    """The checks above are only worth something if a wrong object fails them."""
+
+    @pytest.fixture
+    def resources(self) -> list[dict[str, Any]]:
+        return translate_api(APIS["rest-everything"](), OPTIONS)
+
+    @staticmethod
+    def first(resources: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+        return next(r for r in resources if r["kind"] == kind)
+
+    def test_unknown_field(self, crds: CrdSchemas, resources: list[dict[str, Any]]) -> None:
+        backend = copy.deepcopy(self.first(resources, "Backend"))
+        backend["spec"]["basepath"] = "/typo"
+        assert any("'basepath' was unexpected" in p for p in crds.validate(backend))
+
+    def test_wrong_enum(self, crds: CrdSchemas, resources: list[dict[str, Any]]) -> None:
+        api = copy.deepcopy(self.first(resources, "API"))
+        api["spec"]["apiType"] = "HTTP"
+        assert any(p.startswith(f"API/{api['metadata']['name']}: spec.apiType:") for p in crds.validate(api))
+
+    def test_prefix_rewrite_on_a_regex_match(self, crds: CrdSchemas, resources: list[dict[str, Any]]) -> None:
+        route = copy.deepcopy(self.first(resources, "HTTPRoute"))
+        route["spec"]["rules"][0]["filters"][0]["urlRewrite"]["path"] = {
+            "type": "ReplacePrefixMatch",
+            "replacePrefixMatch": "/v1",
+        }
+        assert any("ReplacePrefixMatch needs exactly one PathPrefix match" in p for p in crds.validate(route))
+
+    def test_too_many_rules(self, crds: CrdSchemas, resources: list[dict[str, Any]]) -> None:
+        route = copy.deepcopy(self.first(resources, "HTTPRoute"))
+        route["spec"]["rules"] = route["spec"]["rules"] * 3
+        assert any("spec.rules" in p for p in crds.validate(route))
+
+    def test_unserved_version(self, crds: CrdSchemas, resources: list[dict[str, Any]]) -> None:
+        api = copy.deepcopy(self.first(resources, "API"))
+        api["apiVersion"] = "dp.wso2.com/v1beta9"
+        assert crds.validate(api) == [
+            f"API/{api['metadata']['name']}: dp.wso2.com/v1beta9 API is not served by the CRDs "
+            "(served versions of API: dp.wso2.com/v1alpha1, dp.wso2.com/v1alpha2, dp.wso2.com/v1alpha3)"
+        ]
+
+    def test_secret_shape(self, crds: CrdSchemas, resources: list[dict[str, Any]]) -> None:
+        secret = copy.deepcopy(self.first(resources, "Secret"))
+        secret["data"]["password"] = "not base64!"
+        secret["metadata"]["name"] = "Not_A_Name"
+        problems = crds.validate(secret)
+        assert any("data.password is not valid base64" in p for p in problems)
+        assert any("metadata.name 'Not_A_Name'" in p for p in problems)
+
+    def test_label_value_too_long(self, crds: CrdSchemas, resources: list[dict[str, Any]]) -> None:
+        config_map = copy.deepcopy(self.first(resources, "ConfigMap"))
+        config_map["metadata"]["labels"]["api-name"] = "x" * 64
+        assert any("label 'api-name' has invalid value" in p for p in crds.validate(config_map))

@@ -1,0 +1,502 @@
+"""Pure translation of one deployed API revision into the gateway's Kubernetes resources.
+
+No I/O, no clock, no randomness: the same input gives byte-for-byte the same output, so an
+apply of unchanged input changes nothing in the cluster. The shapes follow APK's own
+translator (``APIClient.bal``) and are validated against the APK 1.3 and Gateway API CRDs.
+
+Choices that differ from APK, and why:
+
+- Hostnames are the vhosts the control plane lists for the agent's environments (``<vhost>``,
+  ``sandbox.<vhost>`` for sandbox routes), not APK's ``<organization>[-<env>].<vhost>``: the
+  vhost is the host the control plane shows to API consumers, organization included or not.
+- Names are derived from the organization and API UUID (``models.naming``), not random, so a
+  new revision updates the same objects in place.
+- The ``API`` carries a config hash of everything else, so any change re-triggers the gateway.
+  Secret values are left out of the hash (it is readable by anyone who can read APIs and
+  would let a weak password be guessed offline); APK watches the Secrets its Backends
+  reference, so a credential rotation still reaches the gateway.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.artifact import ApiData, DeployedApi, EndpointSecurity
+from models.naming import (
+    API_NAME_ANNOTATION,
+    API_VERSION_ANNOTATION,
+    CONFIG_HASH_ANNOTATION,
+    ORGANIZATION_ANNOTATION,
+    api_base_name,
+    api_labels,
+    child_name,
+)
+from models.resources import sort_for_apply
+from translation.errors import TranslationError
+from translation.graphql import gql_route_rules
+from translation.rest import http_route_rules
+
+__all__ = ["TranslationError", "TranslationOptions", "config_hash", "full_base_path", "translate_api"]
+
+DP_GROUP = "dp.wso2.com"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+API_VERSION_API = "dp.wso2.com/v1alpha3"
+BACKEND_VERSION = "dp.wso2.com/v1alpha2"
+AUTHENTICATION_VERSION = "dp.wso2.com/v1alpha2"
+HTTPROUTE_VERSION = "gateway.networking.k8s.io/v1"
+GQLROUTE_VERSION = "dp.wso2.com/v1alpha2"
+DEFINITION_KEY = "definition"  # the ConfigMap key APK reads
+DEFINITION_PATH = "/api-definition"  # the CRD's default, written out so the object is complete
+ENDPOINT_TYPES = ("production", "sandbox")
+SUPPORTED_ENDPOINT_TYPES = ("http", "address", "load_balance", "failover")
+# APK splits an API's operations into routes of 8 rules (the CRD allows 16 rules per route).
+RULES_PER_ROUTE = 8
+MAX_HOSTNAMES = 16
+MAX_CONFIGMAP_BYTES = 1_000_000  # Kubernetes caps a ConfigMap at 1 MiB, metadata included
+
+_HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_API_NAME_FORBIDDEN = "~!@#;:%^*()+={}|\\<>\"',&$[]/"
+_API_VERSION_FORBIDDEN = "~!@#;:%^*()+={}|\\<>\"',&/$[]"
+# The API CRD's patterns for spec.apiName and spec.apiVersion.
+_API_NAME = re.compile(r"^[^~!@#;:%^*()+={}|\\<>\"',&$\[\]/]*$")
+_API_VERSION = re.compile(r"^[^~!@#;:%^*()+={}|\\<>\"',&/$\[\]\s+]+$")
+_BASE_PATH = re.compile(r"^/[a-zA-Z0-9~/_.-]*$")
+
+
+class TranslationOptions(BaseModel):
+    """Where the agent's resources go and which gateway serves them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str
+    gateway_name: str = "wso2-apk-default"
+    gateway_namespace: str = ""  # empty means ``namespace``
+    gateway_listener: str = "httpslistener"
+    gateway_labels: list[str] = Field(default_factory=list)  # the agent's environments
+    environment: str | None = None
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_is_dns_label(cls, value: str) -> str:
+        if len(value) > 63 or not _DNS_LABEL.match(value):
+            raise ValueError(f"namespace {value!r} is not a valid Kubernetes namespace name")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_gateway_namespace(cls, values: Any) -> Any:
+        if isinstance(values, dict) and not values.get("gateway_namespace"):
+            return {**values, "gateway_namespace": values.get("namespace")}
+        return values
+
+
+def translate_api(api: DeployedApi, options: TranslationOptions) -> list[dict[str, Any]]:
+    """The Kubernetes objects that serve ``api`` on the gateway, sorted in apply order.
+
+    Raises ``TranslationError`` for an API the gateway cannot serve (type, subscriptions,
+    endpoints, unsupported security); scopes, throttling policies, CORS and operation
+    policies are not translated yet and do not block a deployment.
+    """
+    data = api.project.data
+    label = f"API '{data.name}' {data.version}"
+    api_type = _api_type(data, label)
+    _check_name_and_version(data, label)
+    organization = api.organization
+    base = api_base_name(organization, data.id, data.name, data.version)
+    labels = api_labels(organization, data.id, data.name, data.version, api.revision_id)
+    annotations = {
+        API_NAME_ANNOTATION: data.name,
+        API_VERSION_ANNOTATION: data.version,
+        ORGANIZATION_ANNOTATION: organization,
+    }
+
+    def metadata(name: str) -> dict[str, Any]:
+        return {"name": name, "namespace": options.namespace, "labels": dict(labels), "annotations": dict(annotations)}
+
+    base_path = full_base_path(data.context, data.version, label)
+    production_hosts = _hostnames(api, options, label)
+    hostnames = {"production": production_hosts, "sandbox": [f"sandbox.{h}" for h in production_hosts]}
+    resources: list[dict[str, Any]] = []
+
+    backend_refs: dict[str, list[dict[str, Any]]] = {}
+    for endpoint_type in ENDPOINT_TYPES:
+        objects = _backends(data, endpoint_type, base, label, metadata)
+        if objects:
+            resources.extend(objects)
+            backend_refs[endpoint_type] = [
+                {"group": DP_GROUP, "kind": "Backend", "name": o["metadata"]["name"]}
+                for o in objects
+                if o["kind"] == "Backend"
+            ]
+    if not backend_refs:
+        raise TranslationError(f"{label} has no production and no sandbox endpoint; add an endpoint URL to the API")
+
+    definition_ref = None
+    definition = _definition_config_map(api, api_type, base, label, metadata)
+    if definition is not None:
+        resources.append(definition)
+        definition_ref = definition["metadata"]["name"]
+
+    auth_objects, no_auth_filter = _authentication(data, base, label, metadata)
+    resources.extend(auth_objects)
+
+    if not data.operations:
+        raise TranslationError(f"{label} has no operations; add at least one resource to the API")
+    route_refs: dict[str, list[str]] = {}
+    for endpoint_type, refs in backend_refs.items():
+        routes = _routes(
+            data,
+            api_type,
+            endpoint_type,
+            base,
+            label,
+            metadata,
+            options,
+            hostnames[endpoint_type],
+            refs,
+            no_auth_filter,
+        )
+        resources.extend(routes)
+        route_refs[endpoint_type] = [r["metadata"]["name"] for r in routes]
+
+    spec: dict[str, Any] = {
+        "apiName": data.name,
+        "apiVersion": data.version,
+        "basePath": base_path,
+        "organization": organization,
+        "isDefaultVersion": data.is_default_version,
+        "apiType": api_type,
+        "definitionPath": DEFINITION_PATH,
+    }
+    if definition_ref is not None:
+        spec["definitionFileRef"] = definition_ref
+    for endpoint_type in ENDPOINT_TYPES:
+        if endpoint_type in route_refs:
+            spec[endpoint_type] = [{"routeRefs": route_refs[endpoint_type]}]
+    if data.additional_properties:
+        spec["apiProperties"] = [{"name": p.name, "value": p.value} for p in data.additional_properties]
+    if options.environment:
+        spec["environment"] = options.environment
+
+    api_metadata = metadata(base)
+    api_metadata["annotations"][CONFIG_HASH_ANNOTATION] = config_hash(resources)
+    api_object = {"apiVersion": API_VERSION_API, "kind": "API", "metadata": api_metadata, "spec": spec}
+    resources.append(api_object)
+    return sort_for_apply(resources)
+
+
+def full_base_path(context: str, version: str, api_label: str = "the API") -> str:
+    """The API's context with ``/<version>`` appended unless it already ends with it."""
+    path = context.strip().replace("{version}", version)
+    path = "/" + path.strip("/") if path.strip("/") else ""
+    if not (path == f"/{version}" or path.endswith(f"/{version}")):
+        path = f"{path}/{version}"
+    if not _BASE_PATH.match(path):
+        raise TranslationError(
+            f"{api_label} has context {context!r}; the gateway accepts base paths of letters, digits and ~/_.- only"
+        )
+    return path
+
+
+def config_hash(resources: list[dict[str, Any]]) -> str:
+    """First 16 hex digits of sha256 over the canonical JSON of ``resources`` (Secret values left out)."""
+    redacted = [_without_secret_values(r) for r in sort_for_apply(resources)]
+    canonical = json.dumps(redacted, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def _without_secret_values(resource: dict[str, Any]) -> dict[str, Any]:
+    if resource["kind"] != "Secret":
+        return resource
+    return {**resource, "data": {key: "" for key in resource.get("data", {})}}
+
+
+def _api_type(data: ApiData, label: str) -> str:
+    kind = data.type.strip().upper()
+    if kind == "HTTP":
+        return "REST"
+    if kind == "GRAPHQL":
+        return "GraphQL"
+    raise TranslationError(f"{label} has type {data.type}; this agent deploys REST (HTTP) and GraphQL APIs only")
+
+
+def _check_name_and_version(data: ApiData, label: str) -> None:
+    if not data.name or len(data.name) > 60 or not _API_NAME.match(data.name):
+        raise TranslationError(
+            f"{label}: the gateway accepts API names of 1 to 60 characters without any of {_API_NAME_FORBIDDEN}"
+        )
+    if len(data.version) > 30 or not _API_VERSION.match(data.version):
+        raise TranslationError(
+            f"{label}: the gateway accepts versions of 1 to 30 characters "
+            f"without spaces or any of {_API_VERSION_FORBIDDEN}"
+        )
+
+
+def _hostnames(api: DeployedApi, options: TranslationOptions, label: str) -> list[str]:
+    ours = [e for e in api.environments if e.name in options.gateway_labels]
+    if not ours:
+        listed = ", ".join(sorted({e.name for e in api.environments})) or "none"
+        raise TranslationError(
+            f"{label} is not deployed to any of this agent's environments "
+            f"({', '.join(options.gateway_labels) or 'none configured'}); its deployments name: {listed}"
+        )
+    hosts: set[str] = set()
+    for environment in ours:
+        vhost = (environment.vhost or "").strip().lower().rstrip(".")
+        if not vhost:
+            raise TranslationError(f"{label}: environment {environment.name!r} has no vhost in deployments.json")
+        if len(vhost) > 253 - len("sandbox.") or not _HOSTNAME.match(vhost):
+            raise TranslationError(
+                f"{label}: environment {environment.name!r} has vhost {vhost!r}, which is not a valid hostname"
+            )
+        hosts.add(vhost)
+    if len(hosts) > MAX_HOSTNAMES:
+        raise TranslationError(f"{label} is deployed to {len(hosts)} vhosts; a route accepts at most {MAX_HOSTNAMES}")
+    return sorted(hosts)
+
+
+def _backends(
+    data: ApiData, endpoint_type: str, base: str, label: str, metadata: Callable[[str], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Backends (one per load-balanced URL) and the Secret with their credentials, if any."""
+    config = data.endpoint_config
+    if config is None:
+        return []
+    kind = config.endpoint_type.strip().lower()
+    if kind not in SUPPORTED_ENDPOINT_TYPES:
+        raise TranslationError(
+            f"{label} has endpoint type {config.endpoint_type!r}; the gateway supports HTTP endpoints "
+            "(single, load-balanced or failover) only"
+        )
+    endpoints = config.endpoints(endpoint_type)
+    if not endpoints:
+        return []
+    # APK 1.3 has no failover; the primary endpoint serves and the failover list is not used.
+    urls = endpoints[:1] if kind == "failover" else endpoints
+    specs = [_backend_spec(e.url or "", endpoint_type, label) for e in urls]
+    if len({(s["protocol"], s.get("basePath", "")) for s in specs}) > 1:
+        raise TranslationError(
+            f"{label} load-balances its {endpoint_type} endpoints over different protocols or base paths; "
+            "the gateway rewrites every request to a single base path"
+        )
+    objects: list[dict[str, Any]] = []
+    security = _backend_security(config.security(endpoint_type), endpoint_type, base, label, metadata)
+    if security is not None:
+        secret, reference = security
+        objects.append(secret)
+        for spec in specs:
+            spec["security"] = reference
+    for index, spec in enumerate(specs, start=1):
+        name = child_name(base, endpoint_type) if index == 1 else child_name(base, endpoint_type, str(index))
+        objects.append({"apiVersion": BACKEND_VERSION, "kind": "Backend", "metadata": metadata(name), "spec": spec})
+    return objects
+
+
+def _backend_spec(url: str, endpoint_type: str, label: str) -> dict[str, Any]:
+    shown = _redacted_url(url)
+    problem = f"{label} has {endpoint_type} endpoint {shown!r}"
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise TranslationError(f"{problem}, which is not a valid URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise TranslationError(f"{problem}; endpoint URLs must start with http:// or https://")
+    if parts.username is not None or parts.password is not None:
+        raise TranslationError(f"{problem} with credentials in the URL; configure endpoint security instead")
+    host = parts.hostname or ""
+    if not host or "{" in url or "}" in url:
+        raise TranslationError(f"{problem}, which has no host or uses URL templates the gateway cannot resolve")
+    if parts.query or parts.fragment:
+        raise TranslationError(f"{problem}; the gateway cannot add a query string or fragment to backend requests")
+    spec: dict[str, Any] = {
+        "services": [{"host": host, "port": port if port is not None else (443 if scheme == "https" else 80)}],
+        "protocol": scheme,
+    }
+    base_path = parts.path.rstrip("/")
+    if base_path:
+        spec["basePath"] = base_path
+    return spec
+
+
+def _redacted_url(url: str) -> str:
+    """The URL as it may appear in an error message: no user info, no query (either may hold a secret)."""
+    shown = url.strip().split("?", 1)[0].split("#", 1)[0]
+    scheme, separator, rest = shown.partition("://")
+    if separator and "@" in rest.split("/", 1)[0]:
+        shown = f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return shown + ("?..." if "?" in url else "")
+
+
+def _backend_security(
+    security: EndpointSecurity | None,
+    endpoint_type: str,
+    base: str,
+    label: str,
+    metadata: Callable[[str], dict[str, Any]],
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The Secret holding the credentials and the Backend's reference to it."""
+    if security is None or not security.enabled:
+        return None
+    kind = (security.type or "").strip().upper()
+    name = child_name(base, endpoint_type, "credentials")
+    reference: dict[str, Any]
+    if kind == "BASIC":
+        if not security.username:
+            raise TranslationError(f"{label} has BASIC {endpoint_type} endpoint security without a username")
+        password = security.password.get_secret_value() if security.password is not None else ""
+        values = {"password": password, "username": security.username}
+        reference = {"basic": {"secretRef": {"name": name, "usernameKey": "username", "passwordKey": "password"}}}
+    elif kind == "APIKEY":
+        if not security.api_key_identifier or security.api_key_value is None:
+            raise TranslationError(f"{label} has API key {endpoint_type} endpoint security without a key name or value")
+        placement = "Query" if (security.api_key_identifier_type or "").upper().startswith("QUERY") else "Header"
+        values = {"apiKey": security.api_key_value.get_secret_value()}
+        reference = {
+            "apiKey": {
+                "in": placement,
+                "name": security.api_key_identifier,
+                "valueFrom": {"name": name, "valueKey": "apiKey"},
+            }
+        }
+    else:
+        raise TranslationError(
+            f"{label} has {security.type or 'untyped'} {endpoint_type} endpoint security; "
+            "the gateway's backends support BASIC and API key credentials only"
+        )
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(name),
+        "type": "Opaque",
+        "data": {key: base64.b64encode(value.encode("utf-8")).decode("ascii") for key, value in sorted(values.items())},
+    }
+    return secret, reference
+
+
+def _definition_config_map(
+    api: DeployedApi, api_type: str, base: str, label: str, metadata: Callable[[str], dict[str, Any]]
+) -> dict[str, Any] | None:
+    definition = api.project.definition
+    if not definition or not definition.strip():
+        if api_type == "GraphQL":
+            raise TranslationError(f"{label} is a GraphQL API without a schema (Definitions/schema.graphql)")
+        return None
+    # mtime=0 keeps the gzip header, and so the whole output, identical for identical input.
+    packed = base64.b64encode(gzip.compress(definition.encode("utf-8"), compresslevel=9, mtime=0)).decode("ascii")
+    if len(packed) > MAX_CONFIGMAP_BYTES:
+        raise TranslationError(
+            f"{label} has a definition of {len(definition)} characters, which does not fit a ConfigMap even compressed"
+        )
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(child_name(base, "definition")),
+        "binaryData": {DEFINITION_KEY: packed},
+    }
+
+
+def _authentication(
+    data: ApiData, base: str, label: str, metadata: Callable[[str], dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The API-level Authentication, and the reference unsecured operations attach to (if any)."""
+    target = {"group": GATEWAY_GROUP, "kind": "API", "name": base}  # as APK's translator writes it
+    schemes = ["oauth2"] if data.security_scheme is None else [s.strip().lower() for s in data.security_scheme]
+    api_auth = {
+        "apiVersion": AUTHENTICATION_VERSION,
+        "kind": "Authentication",
+        "metadata": metadata(child_name(base, "authentication")),
+    }
+    if not schemes:
+        api_auth["spec"] = {"default": {"disabled": True}, "targetRef": target}
+        return [api_auth], None
+    oauth2 = "oauth2" in schemes
+    api_key = "api_key" in schemes
+    if "mutualssl" in schemes and "mutualssl_mandatory" in schemes:
+        raise TranslationError(
+            f"{label} requires mutual TLS; this agent does not translate client certificates yet, "
+            "and deploying without them would leave the API open"
+        )
+    if not oauth2 and not api_key:
+        raise TranslationError(
+            f"{label} is secured by {', '.join(schemes)}; the gateway enforces OAuth2 and API keys only"
+        )
+    auth_types: dict[str, Any] = {
+        "oauth2": {
+            "header": data.authorization_header or "Authorization",
+            "sendTokenToUpstream": False,
+            "required": "mandatory",
+        }
+        if oauth2
+        else {"disabled": True}
+    }
+    if api_key:
+        header = data.api_key_header or "ApiKey"
+        auth_types["apiKey"] = {
+            "keys": [
+                {"in": "Header", "name": header, "sendTokenToUpstream": False},
+                {"in": "Query", "name": header, "sendTokenToUpstream": False},
+            ]
+        }
+    api_auth["spec"] = {"default": {"disabled": False, "authTypes": auth_types}, "targetRef": target}
+    if not any(o.is_unsecured for o in data.operations):
+        return [api_auth], None
+    no_auth_name = child_name(base, "no-authentication")
+    no_auth = {
+        "apiVersion": AUTHENTICATION_VERSION,
+        "kind": "Authentication",
+        "metadata": metadata(no_auth_name),
+        "spec": {"default": {"disabled": True}, "targetRef": {"group": "", "kind": "Resource", "name": base}},
+    }
+    return [api_auth, no_auth], {"group": DP_GROUP, "kind": "Authentication", "name": no_auth_name}
+
+
+def _routes(
+    data: ApiData,
+    api_type: str,
+    endpoint_type: str,
+    base: str,
+    label: str,
+    metadata: Callable[[str], dict[str, Any]],
+    options: TranslationOptions,
+    hostnames: list[str],
+    backend_refs: list[dict[str, Any]],
+    no_auth_filter: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    parent_refs = [
+        {
+            "group": GATEWAY_GROUP,
+            "kind": "Gateway",
+            "name": options.gateway_name,
+            "namespace": options.gateway_namespace,
+            "sectionName": options.gateway_listener,
+        }
+    ]
+    if api_type == "GraphQL":
+        rules = gql_route_rules(data.operations, api_label=label, no_auth_filter=no_auth_filter)
+    else:
+        rules = http_route_rules(
+            data.operations, api_label=label, backend_refs=backend_refs, no_auth_filter=no_auth_filter
+        )
+    routes: list[dict[str, Any]] = []
+    api_version, kind = (GQLROUTE_VERSION, "GQLRoute") if api_type == "GraphQL" else (HTTPROUTE_VERSION, "HTTPRoute")
+    for index, start in enumerate(range(0, len(rules), RULES_PER_ROUTE), start=1):
+        name = child_name(base, endpoint_type) if index == 1 else child_name(base, endpoint_type, str(index))
+        spec: dict[str, Any] = {"parentRefs": [dict(p) for p in parent_refs], "hostnames": list(hostnames)}
+        if api_type == "GraphQL":
+            # GQLRoute routes to its backends as a whole; its rules only select operations.
+            spec["backendRefs"] = [dict(r) for r in backend_refs]
+        spec["rules"] = rules[start : start + RULES_PER_ROUTE]
+        routes.append({"apiVersion": api_version, "kind": kind, "metadata": metadata(name), "spec": spec})
+    return routes
