@@ -111,6 +111,8 @@ def translate_api(api: DeployedApi, options: TranslationOptions) -> list[dict[st
     label = f"API '{data.name}' {data.version}"
     api_type = _api_type(data, label)
     _check_name_and_version(data, label)
+    if not data.operations:
+        raise TranslationError(f"{label} has no operations; add at least one resource to the API")
     organization = api.organization
     base = api_base_name(organization, data.id, data.name, data.version)
     labels = api_labels(organization, data.id, data.name, data.version, api.revision_id)
@@ -150,21 +152,19 @@ def translate_api(api: DeployedApi, options: TranslationOptions) -> list[dict[st
     auth_objects, no_auth_filter = _authentication(data, base, label, metadata)
     resources.extend(auth_objects)
 
-    if not data.operations:
-        raise TranslationError(f"{label} has no operations; add at least one resource to the API")
     route_refs: dict[str, list[str]] = {}
     for endpoint_type, refs in backend_refs.items():
         routes = _routes(
             data,
-            api_type,
-            endpoint_type,
-            base,
-            label,
-            metadata,
-            options,
-            hostnames[endpoint_type],
-            refs,
-            no_auth_filter,
+            api_type=api_type,
+            endpoint_type=endpoint_type,
+            base=base,
+            label=label,
+            metadata=metadata,
+            options=options,
+            hostnames=hostnames[endpoint_type],
+            backend_refs=refs,
+            no_auth_filter=no_auth_filter,
         )
         resources.extend(routes)
         route_refs[endpoint_type] = [r["metadata"]["name"] for r in routes]
@@ -464,6 +464,7 @@ def _authentication(
 
 def _routes(
     data: ApiData,
+    *,
     api_type: str,
     endpoint_type: str,
     base: str,
@@ -474,6 +475,7 @@ def _routes(
     backend_refs: list[dict[str, Any]],
     no_auth_filter: dict[str, Any] | None,
 ) -> list[dict[str, Any]]:
+    """The routes of one endpoint type: ``RULES_PER_ROUTE`` operations each, named stably by position."""
     parent_refs = [
         {
             "group": GATEWAY_GROUP,

@@ -36,9 +36,9 @@ from harness.api_projects import (
     sample_project,
     with_changes,
 )
+from harness.activemq import ActiveMQ
 from harness.control_plane import ControlPlaneSimulator
 
-BROKER = ("127.0.0.1", 61613)
 ARTIFACTS = "internal/data/v1/runtime-artifacts"
 REPORTS = "internal/data/v1/notify-api-deployment-status"
 AUTH = ("admin", "admin")
@@ -475,22 +475,6 @@ def test_cli_runs_in_the_foreground_and_stops_on_sigterm() -> None:
 # ---------------------------------------------------------------- events on a real broker
 
 
-def _broker_reachable() -> bool:
-    probe = stomp.Connection12([BROKER], reconnect_attempts_max=1, timeout=1)
-    try:
-        probe.connect(wait=True)
-    except (stomp.exception.StompException, OSError):
-        return False
-    probe.disconnect()
-    return True
-
-
-needs_broker = pytest.mark.skipif(
-    not _broker_reachable(),
-    reason="no STOMP broker on 127.0.0.1:61613 (start one with: python -m harness.activemq start)",
-)
-
-
 class _Collector(stomp.ConnectionListener):
     def __init__(self) -> None:
         self.frames: queue.Queue[stomp.utils.Frame] = queue.Queue()
@@ -500,8 +484,8 @@ class _Collector(stomp.ConnectionListener):
 
 
 @pytest.fixture
-def subscriber() -> Iterator[_Collector]:
-    conn = stomp.Connection12([BROKER])
+def subscriber(broker: ActiveMQ) -> Iterator[_Collector]:
+    conn = stomp.Connection12([(broker.host, broker.port)])
     collector = _Collector()
     conn.set_listener("collector", collector)
     conn.connect(wait=True)
@@ -512,8 +496,8 @@ def subscriber() -> Iterator[_Collector]:
 
 
 @pytest.fixture
-def broker_sim() -> Iterator[ControlPlaneSimulator]:
-    simulator = ControlPlaneSimulator(broker_url=f"stomp://{BROKER[0]}:{BROKER[1]}")
+def broker_sim(broker: ActiveMQ) -> Iterator[ControlPlaneSimulator]:
+    simulator = ControlPlaneSimulator(broker_url=broker.stomp_url)
     simulator.start()
     yield simulator
     simulator.stop()
@@ -526,7 +510,6 @@ def _next_event(collector: _Collector) -> tuple[stomp.utils.Frame, dict[str, Any
     return frame, payload, event
 
 
-@needs_broker
 def test_deploy_and_undeploy_publish_envelopes(broker_sim: ControlPlaneSimulator, subscriber: _Collector) -> None:
     api = project("Orders")
     event_id = broker_sim.deploy(api, labels=["Default"])
@@ -546,7 +529,6 @@ def test_deploy_and_undeploy_publish_envelopes(broker_sim: ControlPlaneSimulator
     assert event["uuid"] == api.uuid
 
 
-@needs_broker
 def test_publish_custom_and_raw_messages(broker_sim: ControlPlaneSimulator, subscriber: _Collector) -> None:
     broker_sim.publish(
         "SUBSCRIPTIONS_CREATE",
@@ -568,7 +550,6 @@ def test_publish_custom_and_raw_messages(broker_sim: ControlPlaneSimulator, subs
     assert subscriber.frames.get(timeout=5).body == "this is not json"
 
 
-@needs_broker
 def test_publisher_reconnects_after_the_connection_drops(
     broker_sim: ControlPlaneSimulator, subscriber: _Collector
 ) -> None:

@@ -59,17 +59,6 @@ def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActiveMQ]:
-    """ActiveMQ on a free port, started by the project's own script (persistent store in tmp)."""
-    mq = ActiveMQ(tmp_path_factory.mktemp("activemq"), port=_free_port())
-    mq.start()
-    try:
-        yield mq
-    finally:
-        mq.stop()
-
-
-@pytest.fixture(scope="session")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeEmulator]:
     emulator = KubeEmulator(gateway_operator=True, operator_delay=0.05)
     emulator.start()
@@ -166,11 +155,3 @@ async def running_agent(
 async def agent(settings: Settings, temporal_client: Client, kube_api_client: k8s_client.ApiClient) -> AsyncIterator[RunningAgent]:
     async with running_agent(settings, temporal_client, kube_api_client) as running:
         yield running
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

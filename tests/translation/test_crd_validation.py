@@ -11,10 +11,22 @@ from typing import Any
 
 import pytest
 
+from translation.artifacts import parse_runtime_artifacts
 from translation.crd_schemas import CrdSchemas, default_crd_dir, load_crd_schemas, validate_resources
 from translation.translate import TranslationOptions, translate_api
 
-from . import API_KEY_VALUE, PASSWORD, SDL, api_data, deployed_api, graphql_data
+from . import (
+    API_KEY_VALUE,
+    API_UUID,
+    PASSWORD,
+    SDL,
+    api_data,
+    deployed_api,
+    deployments_json,
+    graphql_data,
+    project_files,
+    zip_bytes,
+)
 
 OPTIONS = TranslationOptions(namespace="apk-agent", gateway_labels=["Default", "Edge"], environment="prod")
 ENVIRONMENTS = [("Default", "gw.example.com"), ("Edge", "edge.example.com")]
@@ -75,6 +87,20 @@ APIS = {
 def test_generated_objects_validate(crds: CrdSchemas, name: str) -> None:
     resources = translate_api(APIS[name](), OPTIONS)
     assert validate_resources(resources, crds) == []
+
+
+def test_from_apis_zip_to_valid_resources(crds: CrdSchemas) -> None:
+    inner = f"{API_UUID}-4.zip"
+    archive = zip_bytes(
+        {
+            "deployments.json": deployments_json((inner, "carbon.super", ENVIRONMENTS)),
+            inner: zip_bytes(project_files(_everything())),
+        }
+    )
+    (deployed,) = parse_runtime_artifacts(archive).apis
+    resources = translate_api(deployed, OPTIONS)
+    assert validate_resources(resources, crds) == []
+    assert {r["metadata"]["labels"]["gateway-agent.wso2.com/revision"] for r in resources} == {"1"}
 
 
 def test_every_generated_kind_is_checked_against_a_served_version(crds: CrdSchemas) -> None:
