@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         agent_log = open(run_dir / "agent.log", "wb")  # noqa: SIM115
         agent = subprocess.Popen([_bin("gateway-agent"), "run"], env=env, stdout=agent_log, stderr=subprocess.STDOUT)
         procs.append(agent)
-        time.sleep(2.0)  # let the listener take its durable subscription before the first event
+        # A topic keeps events only for subscriptions that exist: wait for the listener's.
+        _wait_for_log_line(run_dir / "agent.log", "subscribed to", timeout=60, agent=agent)
 
         project = load_project_dir(SAMPLE)
         cp.deploy(project, labels=["Default"])
@@ -124,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         if report.get("deploymentStatus") != "SUCCESS":
             return 1
         if args.once:
-            return 0
+            agent.send_signal(signal.SIGTERM)
+            code = agent.wait(timeout=60)
+            print(f"the agent shut down on SIGTERM with exit code {code}")
+            return 0 if code == 0 else 1
         print("running; Ctrl-C stops everything", flush=True)
         try:
             while agent.poll() is None:
@@ -143,6 +147,17 @@ def main(argv: list[str] | None = None) -> int:
                 proc.kill()
         for stop in reversed(stoppers):
             stop()
+
+
+def _wait_for_log_line(path: Path, text: str, timeout: float, agent: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in path.read_text(errors="replace"):
+            return
+        if agent.poll() is not None:
+            raise SystemExit(f"the agent exited with {agent.returncode}; see {path}")
+        time.sleep(0.1)
+    raise SystemExit(f"the agent did not subscribe within {timeout:g}s; see {path}")
 
 
 def _wait_for_report(cp: ControlPlaneSimulator, api_uuid: str, timeout: float, agent: subprocess.Popen) -> dict:

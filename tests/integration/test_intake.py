@@ -101,3 +101,15 @@ async def test_nothing_is_acknowledged_before_temporal_accepted_it(
         [report] = await wait_report(control_plane, project.uuid, 1)
     assert report["deploymentStatus"] == "SUCCESS"
     assert all(a.api_uuid == project.uuid for a in attempts)
+
+
+async def test_the_listener_reconnects_and_loses_nothing_when_the_broker_restarts(
+    agent: RunningAgent, control_plane: ControlPlaneSimulator, broker: ActiveMQ
+) -> None:
+    await asyncio.to_thread(broker.restart)
+    # Published possibly before the listener is back: the durable subscription keeps it.
+    project = new_api()
+    control_plane.deploy(project)
+    [report] = await wait_report(control_plane, project.uuid, 1, timeout=60)
+    assert report["deploymentStatus"] == "SUCCESS"
+    assert agent.listener.connected.is_set()
