@@ -102,21 +102,9 @@ class ApiWorkflow:
 
     @workflow.query
     def status(self) -> ApiWorkflowStatus:
-        s = self._s
-        return ApiWorkflowStatus(
-            organization=s.organization,
-            api_uuid=s.api_uuid,
-            phase=s.phase,
-            step=s.step,
-            current_event=s.current_event,
-            failed_event=s.failed_event,
-            failed_step=s.failed_step,
-            last_error=s.last_error,
-            deployed=s.deployed,
-            deployed_revision=s.deployed_revision,
-            pending_events=len(s.pending),
-            events_processed=s.events_processed,
-            last_result=s.last_result,
+        fields = set(ApiWorkflowStatus.model_fields) - {"pending_events"}
+        return ApiWorkflowStatus.model_validate(
+            {**self._s.model_dump(include=fields), "pending_events": len(self._s.pending)}
         )
 
     @workflow.run

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import queue
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -22,15 +21,10 @@ from stomp.utils import Frame
 
 from harness import activemq
 from harness.activemq import ActiveMQ, BrokerError
+from tests.conftest import free_port
 
 EXTERNAL_BROKER_URL = os.environ.get("GATEWAY_AGENT_TEST_BROKER_URL", "")
 Endpoint = tuple[str, int]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +32,7 @@ def managed_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActiveM
     if EXTERNAL_BROKER_URL:
         yield None
         return
-    broker = ActiveMQ(tmp_path_factory.mktemp("activemq"), port=_free_port())
+    broker = ActiveMQ(tmp_path_factory.mktemp("activemq"), port=free_port())
     broker.start()
     try:
         yield broker
@@ -184,12 +178,12 @@ def test_start_on_a_running_broker_says_so_and_succeeds(managed_broker, capsys):
 
 
 def test_status_fails_when_nothing_answers(tmp_path: Path, capsys):
-    assert activemq.main(["status", "--dir", str(tmp_path), "--port", str(_free_port())]) == 1
+    assert activemq.main(["status", "--dir", str(tmp_path), "--port", str(free_port())]) == 1
     assert "nothing answers" in capsys.readouterr().out
 
 
 def test_missing_package_error_says_how_to_install(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(activemq, "ACTIVEMQ_HOME", tmp_path / "no-activemq")
-    broker = ActiveMQ(tmp_path / "run", port=_free_port())
+    broker = ActiveMQ(tmp_path / "run", port=free_port())
     with pytest.raises(BrokerError, match="apt-get install -y --no-install-recommends activemq"):
         broker.start()
