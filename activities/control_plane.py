@@ -36,7 +36,7 @@ class ControlPlaneClient:
         self._http = httpx.Client(
             base_url=base,
             auth=(settings.cp_username, settings.cp_password.get_secret_value()),
-            verify=settings.cp_verify_tls,
+            verify=settings.cp_tls_verification(),
             timeout=settings.cp_timeout_seconds,
         )
 

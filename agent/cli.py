@@ -15,6 +15,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from agent.settings import Settings, get_settings
 from agent.temporal import connect
+from agent.translate_command import translate
 from models.api_workflow import ApiWorkflowStatus, RetryAccepted, RetryRequest, api_workflow_id
 
 app = typer.Typer(help="Kubernetes Gateway Agent on Temporal.", no_args_is_help=True, add_completion=False)
@@ -167,6 +168,9 @@ def retry(
             await asyncio.sleep(0.2)
 
     asyncio.run(main())
+
+
+app.command()(translate)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from functools import lru_cache
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ class Settings(BaseSettings):
     broker_topic: str = "/topic/notification"
     broker_client_id: str = "gateway-agent"
     broker_subscription_name: str = "gateway-agent"
+    broker_ca_file: str = ""
     dead_letter_destination: str = "/queue/gateway-agent.dead-letter"
     broker_reconnect_max_seconds: float = 30.0
 
@@ -35,6 +37,7 @@ class Settings(BaseSettings):
     cp_username: str = "admin"
     cp_password: SecretStr = SecretStr("admin")
     cp_verify_tls: bool = True
+    cp_ca_file: str = ""
     cp_timeout_seconds: float = 30.0
 
     # Gateway and cluster
@@ -88,6 +91,14 @@ class Settings(BaseSettings):
     @property
     def broker_uses_tls(self) -> bool:
         return urlsplit(self.broker_url).scheme == "stomp+ssl"
+
+    def cp_tls_verification(self) -> bool | ssl.SSLContext:
+        """httpx's ``verify``: off only when asked, against a private CA when one is given."""
+        if not self.cp_verify_tls:
+            return False
+        if self.cp_ca_file:
+            return ssl.create_default_context(cafile=self.cp_ca_file)
+        return True
 
     @property
     def effective_gateway_id(self) -> str:

@@ -126,7 +126,11 @@ class BrokerListener:
         host, port = self._settings.broker_host_and_port
         conn = stomp.Connection12([(host, port)], heartbeats=(10000, 10000), reconnect_attempts_max=1, timeout=10)
         if self._settings.broker_uses_tls:
-            conn.set_ssl(for_hosts=[(host, port)], ssl_version=ssl.PROTOCOL_TLS_CLIENT)
+            conn.set_ssl(
+                for_hosts=[(host, port)],
+                ssl_version=ssl.PROTOCOL_TLS_CLIENT,
+                ca_certs=self._settings.broker_ca_file or None,
+            )
         conn.set_listener("intake", bridge)
         return conn
 

@@ -36,3 +36,16 @@ def test_empty_labels_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_AGENT_GATEWAY_LABELS", " , ")
     with pytest.raises(ValidationError, match="gateway label"):
         Settings()
+
+
+def test_control_plane_tls_verification(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssl
+
+    import certifi
+
+    assert Settings().cp_tls_verification() is True
+    monkeypatch.setenv("GATEWAY_AGENT_CP_CA_FILE", certifi.where())
+    context = Settings().cp_tls_verification()
+    assert isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_REQUIRED
+    monkeypatch.setenv("GATEWAY_AGENT_CP_VERIFY_TLS", "false")
+    assert Settings().cp_tls_verification() is False
