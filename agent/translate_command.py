@@ -45,10 +45,9 @@ class InputError(Exception):
 
 @dataclass(frozen=True)
 class TranslationInput:
-    """The deployed APIs read from one input, with the per-environment overrides of an ``apis.zip``."""
+    """The deployed APIs read from one input (an ``apis.zip``'s ``env_properties`` travel inside each)."""
 
     apis: list[DeployedApi]
-    env_properties: dict[str, Any] = field(default_factory=dict)
     skipped: list[DeployedApi] = field(default_factory=list)  # deployed to other gateway environments only
 
 
@@ -96,15 +95,15 @@ def read_input(path: Path, *, gateway_labels: Sequence[str], vhost: str) -> Tran
         if not artifacts.apis:
             raise InputError(f"{path}: {DEPLOYMENTS_FILE} lists no deployed API")
         # The agent asks the control plane for its own labels only; a saved answer may hold more.
-        ours = [api for api in artifacts.apis if any(e.name in gateway_labels for e in api.environments)]
+        ours = [api for api in artifacts.apis if _deployed_to(api, gateway_labels)]
         if not ours:
             listed = sorted({e.name for api in artifacts.apis for e in api.environments}) or ["none"]
             raise InputError(
                 f"{path}: no API is deployed to {', '.join(gateway_labels)}; its environments are "
                 f"{', '.join(listed)} (choose with --gateway-label)"
             )
-        skipped = [api for api in artifacts.apis if api not in ours]
-        return TranslationInput(apis=ours, env_properties=dict(artifacts.env_properties), skipped=skipped)
+        skipped = [api for api in artifacts.apis if not _deployed_to(api, gateway_labels)]
+        return TranslationInput(apis=ours, skipped=skipped)
     project = parse_api_project_zip(content, name=path.name)
     return TranslationInput(
         apis=[single_project_deployment(project, source=path.name, gateway_labels=gateway_labels, vhost=vhost)]
@@ -192,7 +191,9 @@ def translate(
         show_default=False,
     ),
     namespace: str | None = typer.Option(
-        None, "--namespace", help="Namespace of the objects. Default: $GATEWAY_AGENT_NAMESPACE or 'default'.",
+        None,
+        "--namespace",
+        help="Namespace of the objects. Default: $GATEWAY_AGENT_NAMESPACE or 'default'.",
         show_default=False,
     ),
     gateway_labels: list[str] | None = typer.Option(
@@ -203,16 +204,22 @@ def translate(
         show_default=False,
     ),
     gateway_name: str | None = typer.Option(
-        None, "--gateway-name", help="Gateway the routes attach to. Default: $GATEWAY_AGENT_GATEWAY_NAME or "
-        "'wso2-apk-default'.", show_default=False,
+        None,
+        "--gateway-name",
+        help="Gateway the routes attach to. Default: $GATEWAY_AGENT_GATEWAY_NAME or 'wso2-apk-default'.",
+        show_default=False,
     ),
     gateway_namespace: str | None = typer.Option(
-        None, "--gateway-namespace", help="The Gateway's namespace. Default: $GATEWAY_AGENT_GATEWAY_NAMESPACE, "
-        "else the objects' namespace.", show_default=False,
+        None,
+        "--gateway-namespace",
+        help="The Gateway's namespace. Default: $GATEWAY_AGENT_GATEWAY_NAMESPACE, else the objects' namespace.",
+        show_default=False,
     ),
     gateway_listener: str | None = typer.Option(
-        None, "--gateway-listener", help="The Gateway listener (sectionName). Default: "
-        "$GATEWAY_AGENT_GATEWAY_LISTENER or 'httpslistener'.", show_default=False,
+        None,
+        "--gateway-listener",
+        help="The Gateway listener (sectionName). Default: $GATEWAY_AGENT_GATEWAY_LISTENER or 'httpslistener'.",
+        show_default=False,
     ),
     vhost: str = typer.Option(
         DEFAULT_VHOST,
@@ -243,7 +250,7 @@ def translate(
     except InputError as exc:
         _fail(str(exc))
     except (ArtifactError, TranslationError) as exc:
-        _fail(exc.message if exc.message.startswith(f"{shown}:") else f"{shown}: {exc.message}")
+        _fail(_located(exc.message, input_path))
     except ValidationError as exc:  # a lone project's environment built from --vhost/--gateway-label
         _fail(f"{shown}: {_first_problem(exc)}")
     except OSError as exc:
@@ -297,9 +304,29 @@ def _is_project_dir(path: Path) -> bool:
 
 
 def _holds_deployments(content: bytes) -> bool:
-    """Whether a zip is a runtime-artifacts answer (a top-level ``deployments.json``) or a lone project."""
-    with zipfile.ZipFile(io.BytesIO(content)) as archive:
-        return any(info.filename == DEPLOYMENTS_FILE for info in archive.infolist())
+    """Whether a zip is a runtime-artifacts answer (a top-level ``deployments.json``) or a lone project.
+
+    A damaged archive counts as a project: the artifact parser then says precisely what is wrong.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            return any(info.filename == DEPLOYMENTS_FILE for info in archive.infolist())
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError):
+        return False
+
+
+def _deployed_to(api: DeployedApi, gateway_labels: Sequence[str]) -> bool:
+    return any(environment.name in gateway_labels for environment in api.environments)
+
+
+def _located(message: str, path: Path) -> str:
+    """``message`` led by the path as the user gave it (the parsers name files by base name only)."""
+    shown = str(path)
+    if message.startswith(f"{shown}:"):
+        return message
+    if message.startswith(f"{path.name}:"):
+        return shown + message[len(path.name) :]
+    return f"{shown}: {message}"
 
 
 def _first_problem(exc: ValidationError) -> str:

@@ -57,7 +57,21 @@ class EndpointConfig(_SnakeModel):
     endpoint_type: str = "http"
     production_endpoints: Endpoint | list[Endpoint] | None = None
     sandbox_endpoints: Endpoint | list[Endpoint] | None = None
+    production_failovers: list[Endpoint] = Field(default_factory=list)
+    sandbox_failovers: list[Endpoint] = Field(default_factory=list)
     endpoint_security: EndpointSecurityConfig | None = None
+
+    @field_validator("production_failovers", "sandbox_failovers", mode="before")
+    @classmethod
+    def _failovers_to_list(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        return [value] if isinstance(value, dict) else value
+
+    def failovers(self, endpoint_type: str) -> list[Endpoint]:
+        """The failover endpoints of ``production`` or ``sandbox`` that carry a URL."""
+        items = self.production_failovers if endpoint_type == "production" else self.sandbox_failovers
+        return [e for e in items if e.url]
 
     def endpoints(self, endpoint_type: str) -> list[Endpoint]:
         """The endpoints of ``production`` or ``sandbox`` that carry a URL, in artifact order."""
@@ -76,11 +90,21 @@ class OperationPolicy(_CamelModel):
     policy_version: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _null_to_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
 
 class OperationPolicies(_CamelModel):
     request: list[OperationPolicy] = Field(default_factory=list)
     response: list[OperationPolicy] = Field(default_factory=list)
     fault: list[OperationPolicy] = Field(default_factory=list)
+
+    @field_validator("request", "response", "fault", mode="before")
+    @classmethod
+    def _null_to_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
 
 
 class Operation(_CamelModel):
@@ -132,6 +156,8 @@ class AdditionalProperty(_CamelModel):
 class MaxTps(_CamelModel):
     production: int | None = None
     sandbox: int | None = None
+    production_time_unit: str | None = None
+    sandbox_time_unit: str | None = None
 
 
 class ApiData(_CamelModel):
@@ -155,6 +181,8 @@ class ApiData(_CamelModel):
     cors_configuration: CorsConfiguration | None = None
     endpoint_config: EndpointConfig | None = None
     operations: list[Operation] = Field(default_factory=list)
+    # API-level operation policies (APIM 4.2+), applied to every operation.
+    api_policies: OperationPolicies | None = None
     scopes: list[ApiScope] = Field(default_factory=list)
     api_throttling_policy: str | None = None
     max_tps: MaxTps | None = None
@@ -188,6 +216,16 @@ class ApiData(_CamelModel):
         return [] if value is None else value
 
 
+class CertificateBinding(_CamelModel):
+    """One entry of ``client_certificates.json`` or ``endpoint_certificates.json``."""
+
+    alias: str
+    certificate: str | None = None  # the file name under the certificates folder
+    endpoint: str | None = None  # endpoint certificates: the endpoint URL the certificate is for
+    tier_name: str | None = None  # client certificates: the subscription tier of the certificate
+    key_type: str | None = None  # client certificates: PRODUCTION or SANDBOX (absent: both)
+
+
 class ApiProject(BaseModel):
     """One API project as exported by the control plane: its ``api.json`` plus files beside it."""
 
@@ -198,6 +236,9 @@ class ApiProject(BaseModel):
     definition_file: str | None = None  # e.g. "Definitions/swagger.json", relative to the project root
     client_certificates: dict[str, str] = Field(default_factory=dict)  # file name -> PEM
     endpoint_certificates: dict[str, str] = Field(default_factory=dict)
+    # What client_certificates.json and endpoint_certificates.json say about those files.
+    client_certificate_bindings: list[CertificateBinding] = Field(default_factory=list)
+    endpoint_certificate_bindings: list[CertificateBinding] = Field(default_factory=list)
 
 
 class DeploymentEnvironment(_CamelModel):
@@ -222,6 +263,8 @@ class DeployedApi(BaseModel):
     revision_id: str
     organization: str
     environments: list[DeploymentEnvironment] = Field(default_factory=list)
+    # The archive's env_properties.json: per-environment overrides the control plane sent with it.
+    env_properties: dict[str, Any] = Field(default_factory=dict)
 
 
 class RuntimeArtifacts(BaseModel):

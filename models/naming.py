@@ -86,3 +86,19 @@ def api_labels(organization: str, api_uuid: str, name: str, version: str, revisi
 
 def api_selector(organization: str, api_uuid: str) -> str:
     return f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{API_KEY_LABEL}={api_key(organization, api_uuid)}"
+
+
+def keyed_child_name(base: str, kind: str, key: str) -> str:
+    """``<base>-<kind>-<slug>-<hash>`` for one object per distinct free-text ``key`` (a scope, an operation).
+
+    The hash keeps keys that slug alike apart (``order:write`` and ``order-write``); the name is stable
+    for as long as the key exists, so a new revision updates the object in place.
+    """
+    readable = slug(key, 40)
+    digest = short_hash(key)
+    return child_name(base, kind, f"{readable}-{digest}" if readable else digest)
+
+
+def operation_key(verb: str, target: str) -> str:
+    """The text that identifies one operation of an API: ``GET /orders/{id}``."""
+    return f"{verb.strip().upper()} {target.strip()}"

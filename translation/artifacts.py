@@ -24,7 +24,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from models.artifact import ApiData, ApiProject, DeployedApi, DeploymentEnvironment, RuntimeArtifacts
+from models.artifact import (
+    ApiData,
+    ApiProject,
+    CertificateBinding,
+    DeployedApi,
+    DeploymentEnvironment,
+    RuntimeArtifacts,
+)
 
 MiB = 1024 * 1024
 DEFAULT_ORGANIZATION = "carbon.super"
@@ -41,6 +48,9 @@ REST_DEFINITIONS = (
 )
 GRAPHQL_DEFINITIONS = ("schema.graphql",)
 CERTIFICATE_SUFFIXES = (".crt", ".pem", ".cer")
+# Certificate descriptors come in the project's export format.
+CLIENT_CERTIFICATES_FILES = ("client_certificates.json", "client_certificates.yaml", "client_certificates.yml")
+ENDPOINT_CERTIFICATES_FILES = ("endpoint_certificates.json", "endpoint_certificates.yaml", "endpoint_certificates.yml")
 _CHUNK = 64 * 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _M = TypeVar("_M", bound=BaseModel)
@@ -96,6 +106,12 @@ class _ApiFile(_WireModel):
     type: str | None = None
     version: str | None = None
     data: ApiData
+
+
+class _CertificatesFile(_WireModel):
+    """``client_certificates.json`` / ``endpoint_certificates.json``: ``{type, version, data: [...]}``."""
+
+    data: list[CertificateBinding] = Field(default_factory=list)
 
 
 class _NoAliasLoader(yaml.SafeLoader):  # type: ignore[misc]
@@ -224,6 +240,7 @@ def parse_runtime_artifacts(data: bytes, *, limits: ArtifactLimits = DEFAULT_LIM
                 revision_id=project.data.revision_id or _revision_from_file(entry.api_file, project.data.id),
                 organization=entry.organization_id or project.data.organization_id or DEFAULT_ORGANIZATION,
                 environments=entry.environments,
+                env_properties=env_properties,
             )
         )
     return RuntimeArtifacts(apis=apis, env_properties=env_properties)
@@ -369,6 +386,12 @@ def _parse_project(source: _Source) -> ApiProject:
         definition_file=definition_file,
         client_certificates=_certificates(source, under_root("Client-certificates")),
         endpoint_certificates=_certificates(source, under_root("Endpoint-certificates")),
+        client_certificate_bindings=_bindings(
+            source, [under_root("Client-certificates", f) for f in CLIENT_CERTIFICATES_FILES]
+        ),
+        endpoint_certificate_bindings=_bindings(
+            source, [under_root("Endpoint-certificates", f) for f in ENDPOINT_CERTIFICATES_FILES]
+        ),
     )
 
 
@@ -379,6 +402,17 @@ def _certificates(source: _Source, folder: str) -> dict[str, str]:
         for name in source.names
         if name.startswith(prefix) and "/" not in name[len(prefix) :] and name.lower().endswith(CERTIFICATE_SUFFIXES)
     }
+
+
+def _bindings(source: _Source, candidates: list[str]) -> list[CertificateBinding]:
+    """The entries of a certificates descriptor; none when the file is absent or empty (``{}``)."""
+    name = next((n for n in candidates if n in source), None)
+    if name is None:
+        return []
+    document = _load_document(source, name)
+    if not document.get("data"):
+        return []
+    return _validate(source, name, document, _CertificatesFile).data
 
 
 def _decode(source: _Source, name: str) -> str:

@@ -37,6 +37,7 @@ _FILTER_FIELDS = {
     "URLRewrite": "urlRewrite",
     "ExtensionRef": "extensionRef",
 }
+_SINGLE_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite")
 _PATH_MODIFIER_FIELDS = {"ReplaceFullPath": "replaceFullPath", "ReplacePrefixMatch": "replacePrefixMatch"}
 
 
@@ -238,6 +239,9 @@ def _http_route_rule_problems(spec: dict[str, Any]) -> list[str]:
         types = [f.get("type") for f in filters]
         if "RequestRedirect" in types and "URLRewrite" in types:
             problems.append(f"spec.rules[{r}].filters: RequestRedirect and URLRewrite cannot be combined")
+        for single in _SINGLE_FILTERS:
+            if types.count(single) > 1:
+                problems.append(f"spec.rules[{r}].filters: {single} filter cannot be repeated")
         for f, flt in enumerate(filters):
             where = f"spec.rules[{r}].filters[{f}]"
             for filter_type, field in _FILTER_FIELDS.items():

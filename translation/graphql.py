@@ -21,8 +21,13 @@ def gql_route_rules(
     *,
     api_label: str,
     no_auth_filter: dict[str, Any] | None,
+    extension_refs: Sequence[Sequence[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One rule per operation, in artifact order; unsecured operations get ``no_auth_filter``."""
+    """One rule per operation, in artifact order; unsecured operations get ``no_auth_filter``.
+
+    ``extension_refs`` (one list per operation) are the field's Scope, RateLimitPolicy and APIPolicy
+    references; a GQLRoute filter is an ``extensionRef`` and nothing else.
+    """
     subscriptions = sorted({o.target for o in operations if o.verb.strip().upper() == "SUBSCRIPTION"})
     if subscriptions:
         raise TranslationError(
@@ -31,7 +36,8 @@ def gql_route_rules(
             "from the API or deploy it to another gateway"
         )
     rules: list[dict[str, Any]] = []
-    for operation in operations:
+    extras = list(extension_refs) if extension_refs is not None else [[] for _ in operations]
+    for operation, extra in zip(operations, extras, strict=True):
         match_type = operation.verb.strip().upper()
         field = operation.target.strip()
         if match_type not in GQL_MATCH_TYPES:
@@ -42,7 +48,9 @@ def gql_route_rules(
         if not field:
             raise TranslationError(f"{api_label} has a {match_type} operation without a field name")
         rule: dict[str, Any] = {"matches": [{"type": match_type, "path": field}]}
-        if operation.is_unsecured and no_auth_filter is not None:
-            rule["filters"] = [{"extensionRef": dict(no_auth_filter)}]
+        filters = [{"extensionRef": dict(no_auth_filter)}] if operation.is_unsecured and no_auth_filter else []
+        filters.extend({"extensionRef": dict(ref)} for ref in extra)
+        if filters:
+            rule["filters"] = filters
         rules.append(rule)
     return rules

@@ -61,10 +61,16 @@ def http_route_rules(
     api_label: str,
     backend_refs: list[dict[str, Any]],
     no_auth_filter: dict[str, Any] | None,
+    operation_filters: Sequence[Sequence[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One rule per operation, in artifact order; unsecured operations get ``no_auth_filter``."""
+    """One rule per operation, in artifact order; unsecured operations get ``no_auth_filter``.
+
+    ``operation_filters`` (one list per operation) are further HTTPRoute filters: header modifiers
+    go after the rewrite, ``ExtensionRef`` filters after the no-auth reference.
+    """
     rules: list[dict[str, Any]] = []
-    for operation in operations:
+    extras = list(operation_filters) if operation_filters is not None else [[] for _ in operations]
+    for operation, extra in zip(operations, extras, strict=True):
         method = operation.verb.strip().upper()
         if method not in HTTP_METHODS:
             raise TranslationError(
@@ -81,8 +87,10 @@ def http_route_rules(
         filters: list[dict[str, Any]] = [
             {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplaceFullPath", "replaceFullPath": rewrite}}}
         ]
+        filters.extend(f for f in extra if f["type"] != "ExtensionRef")
         if operation.is_unsecured and no_auth_filter is not None:
             filters.append({"type": "ExtensionRef", "extensionRef": dict(no_auth_filter)})
+        filters.extend(f for f in extra if f["type"] == "ExtensionRef")
         rules.append(
             {
                 "matches": [{"path": {"type": "RegularExpression", "value": match_value}, "method": method}],

@@ -15,6 +15,19 @@ Choices that differ from APK, and why:
   Secret values are left out of the hash (it is readable by anyone who can read APIs and
   would let a weak password be guessed offline); APK watches the Secrets its Backends
   reference, so a credential rotation still reaches the gateway.
+- What the gateway cannot express fails the deployment with a ``TranslationError`` naming the
+  setting, where APK's agent drops it: failover endpoints (a Backend has one service and no
+  failover), ``maxTps``, fault-flow and unknown operation policies, ``basic_auth``, custom
+  rate-limit tiers the agent does not know, mutual TLS without client certificates.
+- ``env_properties.json`` endpoint overrides of the agent's environments replace the artifact's
+  endpoints (what the control plane means by them); APK's agent ignores them. All of the agent's
+  environments share one set of routes, so their overrides must agree.
+- Application security is ``optional`` only beside mutual TLS without
+  ``oauth_basic_auth_api_key_mandatory`` (and mTLS only beside application security without
+  ``mutualssl_mandatory``), as in APIM; the API key's ``required`` follows OAuth2's, as in APK's agent.
+
+Scopes, rate limits, CORS and operation policies: see ``translation.policies``; certificates:
+``translation.certificates``.
 """
 
 from __future__ import annotations
@@ -26,11 +39,10 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.artifact import ApiData, DeployedApi, EndpointSecurity
+from models.artifact import ApiData, ApiProject, DeployedApi, EndpointSecurity
 from models.naming import (
     API_NAME_ANNOTATION,
     API_VERSION_ANNOTATION,
@@ -41,8 +53,16 @@ from models.naming import (
     child_name,
 )
 from models.resources import sort_for_apply
+from translation.certificates import EndpointCertificates, client_certificates
+from translation.endpoints import backend_spec, redacted_url
 from translation.errors import TranslationError
 from translation.graphql import gql_route_rules
+from translation.policies import (
+    DEFAULT_RATE_LIMIT_TIERS,
+    RATE_LIMIT_UNITS,
+    OperationFilters,
+    PolicyTranslator,
+)
 from translation.rest import http_route_rules
 
 __all__ = ["TranslationError", "TranslationOptions", "config_hash", "full_base_path", "translate_api"]
@@ -58,6 +78,14 @@ DEFINITION_KEY = "definition"  # the ConfigMap key APK reads
 DEFINITION_PATH = "/api-definition"  # the CRD's default, written out so the object is complete
 ENDPOINT_TYPES = ("production", "sandbox")
 SUPPORTED_ENDPOINT_TYPES = ("http", "address", "load_balance", "failover")
+SECURITY_SCHEMES = (
+    "oauth2",
+    "api_key",
+    "basic_auth",
+    "mutualssl",
+    "mutualssl_mandatory",
+    "oauth_basic_auth_api_key_mandatory",
+)
 # APK splits an API's operations into routes of 8 rules (the CRD allows 16 rules per route).
 RULES_PER_ROUTE = 8
 MAX_HOSTNAMES = 16
@@ -84,6 +112,18 @@ class TranslationOptions(BaseModel):
     gateway_listener: str = "httpslistener"
     gateway_labels: list[str] = Field(default_factory=list)  # the agent's environments
     environment: str | None = None
+    # Rate-limit tier name -> (requests, unit); APIM's default API-level tiers unless configured.
+    rate_limit_tiers: dict[str, tuple[int, str]] = Field(default_factory=lambda: dict(DEFAULT_RATE_LIMIT_TIERS))
+
+    @field_validator("rate_limit_tiers")
+    @classmethod
+    def _tiers_the_gateway_can_count(cls, value: dict[str, tuple[int, str]]) -> dict[str, tuple[int, str]]:
+        for name, (count, unit) in value.items():
+            if unit not in RATE_LIMIT_UNITS or not 0 < count < 2**31:
+                raise ValueError(
+                    f"rate-limit tier {name!r}: needs 1 to {2**31 - 1} requests per {', '.join(RATE_LIMIT_UNITS)}"
+                )
+        return value
 
     @field_validator("namespace")
     @classmethod
@@ -103,9 +143,9 @@ class TranslationOptions(BaseModel):
 def translate_api(api: DeployedApi, options: TranslationOptions) -> list[dict[str, Any]]:
     """The Kubernetes objects that serve ``api`` on the gateway, sorted in apply order.
 
-    Raises ``TranslationError`` for an API the gateway cannot serve (type, subscriptions,
-    endpoints, unsupported security); scopes, throttling policies, CORS and operation
-    policies are not translated yet and do not block a deployment.
+    Raises ``TranslationError`` for an API the gateway cannot serve as configured (type, GraphQL
+    subscriptions, endpoints, security, rate limits, operation policies): a setting is either
+    translated or the deployment fails naming it, never dropped.
     """
     data = api.project.data
     label = f"API '{data.name}' {data.version}"
@@ -129,10 +169,12 @@ def translate_api(api: DeployedApi, options: TranslationOptions) -> list[dict[st
     production_hosts = _hostnames(api, options, label)
     hostnames = {"production": production_hosts, "sandbox": [f"sandbox.{h}" for h in production_hosts]}
     resources: list[dict[str, Any]] = []
+    certificates = EndpointCertificates(api.project, base, label)
+    overrides = _endpoint_overrides(api, options, label)
 
     backend_refs: dict[str, list[dict[str, Any]]] = {}
     for endpoint_type in ENDPOINT_TYPES:
-        objects = _backends(data, endpoint_type, base, label, metadata)
+        objects = _backends(data, endpoint_type, base, label, metadata, overrides.get(endpoint_type), certificates)
         if objects:
             resources.extend(objects)
             backend_refs[endpoint_type] = [
@@ -149,8 +191,25 @@ def translate_api(api: DeployedApi, options: TranslationOptions) -> list[dict[st
         resources.append(definition)
         definition_ref = definition["metadata"]["name"]
 
-    auth_objects, no_auth_filter = _authentication(data, base, label, metadata)
+    auth_objects, no_auth_filter = _authentication(api.project, base, label, metadata, set(backend_refs))
     resources.extend(auth_objects)
+
+    policies = PolicyTranslator(
+        data,
+        base=base,
+        label=label,
+        api_type=api_type,
+        metadata=metadata,
+        rate_limit_tiers=options.rate_limit_tiers,
+        endpoint_certificates=certificates,
+    )
+    policies.api_level()
+    operation_filters = [policies.for_operation(o) for o in data.operations]
+    taken = {(r["kind"], r["metadata"]["name"]) for r in resources}
+    resources.extend(r for key, r in sorted(policies.objects.items()) if key not in taken)
+    certificate_map = certificates.config_map(metadata)
+    if certificate_map is not None:
+        resources.append(certificate_map)
 
     route_refs: dict[str, list[str]] = {}
     for endpoint_type, refs in backend_refs.items():
@@ -165,6 +224,7 @@ def translate_api(api: DeployedApi, options: TranslationOptions) -> list[dict[st
             hostnames=hostnames[endpoint_type],
             backend_refs=refs,
             no_auth_filter=no_auth_filter,
+            operation_filters=operation_filters,
         )
         resources.extend(routes)
         route_refs[endpoint_type] = [r["metadata"]["name"] for r in routes]
@@ -265,32 +325,92 @@ def _hostnames(api: DeployedApi, options: TranslationOptions, label: str) -> lis
     return sorted(hosts)
 
 
+def _endpoint_overrides(api: DeployedApi, options: TranslationOptions, label: str) -> dict[str, str]:
+    """Endpoint URLs that ``env_properties.json`` sets for the agent's environments, by endpoint type.
+
+    The file maps environment names to ``{productionEndpoint, sandboxEndpoint}``; the control plane
+    may wrap it in ``{data: ...}`` and key it by API UUID first. Environments are matched by name.
+    """
+    properties: Any = api.env_properties
+    if isinstance(properties.get("data"), dict):
+        properties = properties["data"]
+    if isinstance(properties.get(api.project.data.id), dict):
+        properties = properties[api.project.data.id]
+    ours = sorted({e.name for e in api.environments if e.name in options.gateway_labels})
+    overrides: dict[str, str] = {}
+    for endpoint_type, key in (("production", "productionEndpoint"), ("sandbox", "sandboxEndpoint")):
+        per_environment: dict[str, str | None] = {}
+        for environment in ours:
+            entry = properties.get(environment)
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if isinstance(value, dict):
+                value = value.get("url")
+            per_environment[environment] = value.strip() if isinstance(value, str) and value.strip() else None
+        values = set(per_environment.values())
+        if values == {None}:
+            continue
+        if len(values) > 1:
+            shown = ", ".join(
+                f"{env}: {redacted_url(url) if url else 'the API endpoint'}" for env, url in per_environment.items()
+            )
+            raise TranslationError(
+                f"{label} has different {endpoint_type} endpoints per environment in env_properties.json ({shown}); "
+                "this agent serves all its environments from one set of routes, so their endpoints must agree"
+            )
+        overrides[endpoint_type] = str(values.pop())
+    return overrides
+
+
 def _backends(
-    data: ApiData, endpoint_type: str, base: str, label: str, metadata: Callable[[str], dict[str, Any]]
+    data: ApiData,
+    endpoint_type: str,
+    base: str,
+    label: str,
+    metadata: Callable[[str], dict[str, Any]],
+    override: str | None,
+    certificates: EndpointCertificates,
 ) -> list[dict[str, Any]]:
     """Backends (one per load-balanced URL) and the Secret with their credentials, if any."""
     config = data.endpoint_config
-    if config is None:
+    if config is None and override is None:
         return []
-    kind = config.endpoint_type.strip().lower()
+    kind = config.endpoint_type.strip().lower() if config is not None else "http"
     if kind not in SUPPORTED_ENDPOINT_TYPES:
         raise TranslationError(
             f"{label} has endpoint type {config.endpoint_type!r}; the gateway supports HTTP endpoints "
-            "(single, load-balanced or failover) only"
+            "(single or load-balanced) only"
         )
-    endpoints = config.endpoints(endpoint_type)
-    if not endpoints:
+    if override is not None:
+        urls = [override]
+    else:
+        assert config is not None
+        urls = [e.url or "" for e in config.endpoints(endpoint_type)]
+        failovers = config.failovers(endpoint_type) if kind == "failover" else []
+        if failovers:
+            raise TranslationError(
+                f"{label} has failover {endpoint_type} endpoints "
+                f"({', '.join(redacted_url(e.url or '') for e in failovers)}); failover endpoints cannot be "
+                "expressed by APK 1.3 (a Backend has one service and no failover), and serving the primary "
+                "alone would drop them. Use a single or load-balanced endpoint"
+            )
+    if not urls:
         return []
-    # APK 1.3 has no failover; the primary endpoint serves and the failover list is not used.
-    urls = endpoints[:1] if kind == "failover" else endpoints
-    specs = [_backend_spec(e.url or "", endpoint_type, label) for e in urls]
+    specs: list[dict[str, Any]] = []
+    for url in urls:
+        spec = backend_spec(url, f"{label} has {endpoint_type} endpoint {redacted_url(url)!r}")
+        tls = certificates.tls_for(url, spec["protocol"])
+        if tls is not None:
+            spec["tls"] = tls
+        specs.append(spec)
     if len({(s["protocol"], s.get("basePath", "")) for s in specs}) > 1:
         raise TranslationError(
             f"{label} load-balances its {endpoint_type} endpoints over different protocols or base paths; "
             "the gateway rewrites every request to a single base path"
         )
     objects: list[dict[str, Any]] = []
-    security = _backend_security(config.security(endpoint_type), endpoint_type, base, label, metadata)
+    security = _backend_security(
+        config.security(endpoint_type) if config is not None else None, endpoint_type, base, label, metadata
+    )
     if security is not None:
         secret, reference = security
         objects.append(secret)
@@ -300,43 +420,6 @@ def _backends(
         name = child_name(base, endpoint_type) if index == 1 else child_name(base, endpoint_type, str(index))
         objects.append({"apiVersion": BACKEND_VERSION, "kind": "Backend", "metadata": metadata(name), "spec": spec})
     return objects
-
-
-def _backend_spec(url: str, endpoint_type: str, label: str) -> dict[str, Any]:
-    shown = _redacted_url(url)
-    problem = f"{label} has {endpoint_type} endpoint {shown!r}"
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise TranslationError(f"{problem}, which is not a valid URL ({exc})") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise TranslationError(f"{problem}; endpoint URLs must start with http:// or https://")
-    if parts.username is not None or parts.password is not None:
-        raise TranslationError(f"{problem} with credentials in the URL; configure endpoint security instead")
-    host = parts.hostname or ""
-    if not host or "{" in url or "}" in url:
-        raise TranslationError(f"{problem}, which has no host or uses URL templates the gateway cannot resolve")
-    if parts.query or parts.fragment:
-        raise TranslationError(f"{problem}; the gateway cannot add a query string or fragment to backend requests")
-    spec: dict[str, Any] = {
-        "services": [{"host": host, "port": port if port is not None else (443 if scheme == "https" else 80)}],
-        "protocol": scheme,
-    }
-    base_path = parts.path.rstrip("/")
-    if base_path:
-        spec["basePath"] = base_path
-    return spec
-
-
-def _redacted_url(url: str) -> str:
-    """The URL as it may appear in an error message: no user info, no query (either may hold a secret)."""
-    shown = url.strip().split("?", 1)[0].split("#", 1)[0]
-    scheme, separator, rest = shown.partition("://")
-    if separator and "@" in rest.split("/", 1)[0]:
-        shown = f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return shown + ("?..." if "?" in url else "")
 
 
 def _backend_security(
@@ -408,9 +491,14 @@ def _definition_config_map(
 
 
 def _authentication(
-    data: ApiData, base: str, label: str, metadata: Callable[[str], dict[str, Any]]
+    project: ApiProject,
+    base: str,
+    label: str,
+    metadata: Callable[[str], dict[str, Any]],
+    endpoint_types: set[str],
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """The API-level Authentication, and the reference unsecured operations attach to (if any)."""
+    """The API-level Authentication (and mTLS certificates), and the reference unsecured operations attach to."""
+    data = project.data
     target = {"group": GATEWAY_GROUP, "kind": "API", "name": base}  # as APK's translator writes it
     schemes = ["oauth2"] if data.security_scheme is None else [s.strip().lower() for s in data.security_scheme]
     api_auth = {
@@ -418,25 +506,35 @@ def _authentication(
         "kind": "Authentication",
         "metadata": metadata(child_name(base, "authentication")),
     }
+    objects: list[dict[str, Any]] = [api_auth]
     if not schemes:
         api_auth["spec"] = {"default": {"disabled": True}, "targetRef": target}
-        return [api_auth], None
+        return objects, None
+    unknown = sorted(set(schemes) - set(SECURITY_SCHEMES))
+    if unknown:
+        raise TranslationError(
+            f"{label} has security scheme {', '.join(unknown)}, which this agent does not know "
+            f"(known: {', '.join(SECURITY_SCHEMES)})"
+        )
+    if "basic_auth" in schemes:
+        raise TranslationError(
+            f"{label} accepts basic_auth; the gateway enforces OAuth2, API keys and mutual TLS only. "
+            "Remove Basic authentication from the API's application-level security"
+        )
     oauth2 = "oauth2" in schemes
     api_key = "api_key" in schemes
-    if "mutualssl" in schemes and "mutualssl_mandatory" in schemes:
+    mtls = "mutualssl" in schemes or "mutualssl_mandatory" in schemes
+    application = oauth2 or api_key
+    if not application and not mtls:
         raise TranslationError(
-            f"{label} requires mutual TLS; this agent does not translate client certificates yet, "
-            "and deploying without them would leave the API open"
+            f"{label} is secured by {', '.join(schemes)} only; enable OAuth2, API keys or mutual TLS"
         )
-    if not oauth2 and not api_key:
-        raise TranslationError(
-            f"{label} is secured by {', '.join(schemes)}; the gateway enforces OAuth2 and API keys only"
-        )
+    app_required = "mandatory" if not mtls or "oauth_basic_auth_api_key_mandatory" in schemes else "optional"
     auth_types: dict[str, Any] = {
         "oauth2": {
             "header": data.authorization_header or "Authorization",
             "sendTokenToUpstream": False,
-            "required": "mandatory",
+            "required": app_required,
         }
         if oauth2
         else {"disabled": True}
@@ -447,19 +545,29 @@ def _authentication(
             "keys": [
                 {"in": "Header", "name": header, "sendTokenToUpstream": False},
                 {"in": "Query", "name": header, "sendTokenToUpstream": False},
-            ]
+            ],
+            "required": app_required,
+        }
+    if mtls:
+        config_map, references = client_certificates(project, base, label, metadata, endpoint_types)
+        objects.insert(0, config_map)
+        auth_types["mtls"] = {
+            "required": "mandatory" if not application or "mutualssl_mandatory" in schemes else "optional",
+            "configMapRefs": references,
         }
     api_auth["spec"] = {"default": {"disabled": False, "authTypes": auth_types}, "targetRef": target}
     if not any(o.is_unsecured for o in data.operations):
-        return [api_auth], None
+        return objects, None
     no_auth_name = child_name(base, "no-authentication")
-    no_auth = {
-        "apiVersion": AUTHENTICATION_VERSION,
-        "kind": "Authentication",
-        "metadata": metadata(no_auth_name),
-        "spec": {"default": {"disabled": True}, "targetRef": {"group": "", "kind": "Resource", "name": base}},
-    }
-    return [api_auth, no_auth], {"group": DP_GROUP, "kind": "Authentication", "name": no_auth_name}
+    objects.append(
+        {
+            "apiVersion": AUTHENTICATION_VERSION,
+            "kind": "Authentication",
+            "metadata": metadata(no_auth_name),
+            "spec": {"default": {"disabled": True}, "targetRef": {"group": "", "kind": "Resource", "name": base}},
+        }
+    )
+    return objects, {"group": DP_GROUP, "kind": "Authentication", "name": no_auth_name}
 
 
 def _routes(
@@ -474,6 +582,7 @@ def _routes(
     hostnames: list[str],
     backend_refs: list[dict[str, Any]],
     no_auth_filter: dict[str, Any] | None,
+    operation_filters: list[OperationFilters],
 ) -> list[dict[str, Any]]:
     """The routes of one endpoint type: ``RULES_PER_ROUTE`` operations each, named stably by position."""
     parent_refs = [
@@ -486,10 +595,19 @@ def _routes(
         }
     ]
     if api_type == "GraphQL":
-        rules = gql_route_rules(data.operations, api_label=label, no_auth_filter=no_auth_filter)
+        rules = gql_route_rules(
+            data.operations,
+            api_label=label,
+            no_auth_filter=no_auth_filter,
+            extension_refs=[f.extension_refs for f in operation_filters],
+        )
     else:
         rules = http_route_rules(
-            data.operations, api_label=label, backend_refs=backend_refs, no_auth_filter=no_auth_filter
+            data.operations,
+            api_label=label,
+            backend_refs=backend_refs,
+            no_auth_filter=no_auth_filter,
+            operation_filters=[f.filters for f in operation_filters],
         )
     routes: list[dict[str, Any]] = []
     api_version, kind = (GQLROUTE_VERSION, "GQLRoute") if api_type == "GraphQL" else (HTTPROUTE_VERSION, "HTTPRoute")

@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Mapping
 from typing import Any
 
-from models.artifact import ApiData, ApiProject, DeployedApi, DeploymentEnvironment
+from models.artifact import ApiData, ApiProject, CertificateBinding, DeployedApi, DeploymentEnvironment
 
 API_UUID = "8f1c2a4e-5b6d-4e7f-9a0b-1c2d3e4f5a6b"
 OTHER_UUID = "0d9e8f7a-6b5c-4d3e-8f1a-2b3c4d5e6f7a"
@@ -27,6 +27,8 @@ SWAGGER = json.dumps(
         "paths": {"/menu": {"get": {"responses": {"200": {"description": "OK"}}}}},
     }
 )
+# Not a real key: only the PEM framing matters to the translator.
+CERTIFICATE = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ2xpZW50\n-----END CERTIFICATE-----\n"
 SDL = "type Query { hero(id: ID!): String\n  allHeroes: [String] }\ntype Mutation { addHero(name: String!): String }\n"
 
 
@@ -89,19 +91,33 @@ def deployed_api(
     revision: str = "1",
     organization: str = "carbon.super",
     environments: list[tuple[str, str]] | None = None,
+    client_certificates: Mapping[str, str] | None = None,
+    client_bindings: list[dict[str, Any]] | None = None,
+    endpoint_certificates: Mapping[str, str] | None = None,
+    endpoint_bindings: list[dict[str, Any]] | None = None,
+    env_properties: Mapping[str, Any] | None = None,
 ) -> DeployedApi:
-    """A ``DeployedApi`` as the parser would produce it, built directly from wire-format data."""
+    """A ``DeployedApi`` as the parser would produce it, built directly from wire-format data.
+
+    Certificates are file name -> PEM; bindings are the ``data`` entries of
+    ``client_certificates.json`` / ``endpoint_certificates.json``.
+    """
     envs = environments if environments is not None else [("Default", "gw.example.com")]
     return DeployedApi(
         project=ApiProject(
             data=ApiData.model_validate(data if data is not None else api_data()),
             definition=definition,
             definition_file="Definitions/swagger.json" if definition else None,
+            client_certificates=dict(client_certificates or {}),
+            client_certificate_bindings=[CertificateBinding.model_validate(b) for b in client_bindings or []],
+            endpoint_certificates=dict(endpoint_certificates or {}),
+            endpoint_certificate_bindings=[CertificateBinding.model_validate(b) for b in endpoint_bindings or []],
         ),
         api_file=f"{(data or {}).get('id', API_UUID)}-{revision}.zip",
         revision_id=revision,
         organization=organization,
         environments=[DeploymentEnvironment(name=n, vhost=v, deployed_timestamp=1764236400123) for n, v in envs],
+        env_properties=dict(env_properties or {}),
     )
 
 

@@ -7,6 +7,7 @@ without them these tests are skipped, saying where they looked.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from translation.translate import TranslationOptions, translate_api
 from . import (
     API_KEY_VALUE,
     API_UUID,
+    CERTIFICATE,
     PASSWORD,
     SDL,
     api_data,
@@ -45,6 +47,8 @@ def _everything() -> dict[str, Any]:
         isDefaultVersion=True,
         securityScheme=["oauth2", "api_key", "mutualssl"],
         additionalProperties=[{"name": "team", "value": "pizza"}],
+        apiThrottlingPolicy="20KPerMin",
+        corsConfiguration={"corsConfigurationEnabled": True, "accessControlAllowOrigins": ["https://a.example"]},
         endpointConfig={
             "endpoint_type": "load_balance",
             "production_endpoints": [{"url": "https://a.backend:8443/v1"}, {"url": "https://b.backend:8443/v1"}],
@@ -60,8 +64,25 @@ def _everything() -> dict[str, Any]:
             },
         },
         operations=[
-            {"target": "/menu", "verb": "GET", "authType": "None"},
-            {"target": "/order/{orderId}", "verb": "PUT"},
+            {"target": "/menu", "verb": "GET", "authType": "None", "scopes": ["menu:read"]},
+            {
+                "target": "/order/{orderId}",
+                "verb": "PUT",
+                "scopes": ["order:write", "admin"],
+                "operationPolicies": {
+                    "request": [
+                        {"policyName": "addHeader", "parameters": {"headerName": "X-Tenant", "headerValue": "pizza"}},
+                        {
+                            "policyName": "callInterceptorService",
+                            "parameters": {
+                                "interceptorServiceURL": "https://interceptor.backend:9081",
+                                "includes": "request_headers,request_body",
+                            },
+                        },
+                    ],
+                    "response": [{"policyName": "removeHeader", "parameters": {"headerName": "Server"}}],
+                },
+            },
             {"target": "/files/*", "verb": "GET"},
             {"target": "/*", "verb": "OPTIONS"},
             *({"target": f"/items/{i}/{{id}}.json", "verb": "DELETE"} for i in range(12)),
@@ -69,8 +90,15 @@ def _everything() -> dict[str, Any]:
     )
 
 
+ENDPOINT_BINDINGS = [{"alias": "a", "endpoint": "https://a.backend:8443/v1", "certificate": "a.crt"}]
 APIS = {
-    "rest-everything": lambda: deployed_api(_everything(), environments=ENVIRONMENTS),
+    "rest-everything": lambda: deployed_api(
+        _everything(),
+        environments=ENVIRONMENTS,
+        client_certificates={"tpp.crt": CERTIFICATE},
+        endpoint_certificates={"a.crt": CERTIFICATE},
+        endpoint_bindings=ENDPOINT_BINDINGS,
+    ),
     "rest-minimal-no-definition": lambda: deployed_api(api_data(), definition=None),
     "rest-sandbox-only-api-key": lambda: deployed_api(
         api_data(
@@ -80,6 +108,15 @@ APIS = {
     ),
     "rest-unsecured": lambda: deployed_api(api_data(securityScheme=[])),
     "graphql": lambda: deployed_api(graphql_data(), definition=SDL, environments=ENVIRONMENTS),
+    "graphql-scopes-and-throttling": lambda: deployed_api(
+        graphql_data(
+            operations=[
+                {"target": "hero", "verb": "QUERY", "scopes": ["hero:read"], "throttlingPolicy": "10KPerMin"},
+                {"target": "addHero", "verb": "MUTATION", "authType": "None", "throttlingPolicy": "50KPerMin"},
+            ]
+        ),
+        definition=SDL,
+    ),
 }
 
 
@@ -91,16 +128,23 @@ def test_generated_objects_validate(crds: CrdSchemas, name: str) -> None:
 
 def test_from_apis_zip_to_valid_resources(crds: CrdSchemas) -> None:
     inner = f"{API_UUID}-4.zip"
+    files = project_files(_everything())
+    files["PizzaShackAPI-1.0.0/Client-certificates/tpp.crt"] = CERTIFICATE
+    files["PizzaShackAPI-1.0.0/Endpoint-certificates/a.crt"] = CERTIFICATE
+    files["PizzaShackAPI-1.0.0/Endpoint-certificates/endpoint_certificates.json"] = json.dumps(
+        {"type": "endpoint_certificates", "version": "v4.3.0", "data": ENDPOINT_BINDINGS}
+    )
     archive = zip_bytes(
         {
             "deployments.json": deployments_json((inner, "carbon.super", ENVIRONMENTS)),
-            inner: zip_bytes(project_files(_everything())),
+            inner: zip_bytes(files),
         }
     )
     (deployed,) = parse_runtime_artifacts(archive).apis
     resources = translate_api(deployed, OPTIONS)
     assert validate_resources(resources, crds) == []
     assert {r["metadata"]["labels"]["gateway-agent.wso2.com/revision"] for r in resources} == {"1"}
+    assert resources == translate_api(APIS["rest-everything"](), OPTIONS)
 
 
 def test_every_generated_kind_is_checked_against_a_served_version(crds: CrdSchemas) -> None:
@@ -112,6 +156,10 @@ def test_every_generated_kind_is_checked_against_a_served_version(crds: CrdSchem
         ("dp.wso2.com/v1alpha2", "Authentication"),
         ("dp.wso2.com/v1alpha2", "GQLRoute"),
         ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+        ("dp.wso2.com/v1alpha1", "Scope"),
+        ("dp.wso2.com/v1alpha3", "RateLimitPolicy"),
+        ("dp.wso2.com/v1alpha4", "APIPolicy"),
+        ("dp.wso2.com/v1alpha1", "InterceptorService"),
     }
     assert custom <= set(crds.kinds())
     assert {r["kind"] for r in resources if r["apiVersion"] == "v1"} == {"ConfigMap", "Secret"}
@@ -174,6 +222,17 @@ class TestTheValidatorCatchesMistakes:
         problems = crds.validate(secret)
         assert any("data.password is not valid base64" in p for p in problems)
         assert any("metadata.name 'Not_A_Name'" in p for p in problems)
+
+    def test_repeated_header_modifier(self, crds: CrdSchemas, resources: list[dict[str, Any]]) -> None:
+        route = copy.deepcopy(self.first(resources, "HTTPRoute"))
+        modifier = {"type": "RequestHeaderModifier", "requestHeaderModifier": {"remove": ["X-A"]}}
+        route["spec"]["rules"][0]["filters"] += [modifier, modifier]
+        assert any("RequestHeaderModifier filter cannot be repeated" in p for p in crds.validate(route))
+
+    def test_rate_limit_per_second(self, crds: CrdSchemas, resources: list[dict[str, Any]]) -> None:
+        policy = copy.deepcopy(self.first(resources, "RateLimitPolicy"))
+        policy["spec"]["default"]["api"]["unit"] = "Second"
+        assert any("spec.default.api.unit" in p for p in crds.validate(policy))
 
     def test_label_value_too_long(self, crds: CrdSchemas, resources: list[dict[str, Any]]) -> None:
         config_map = copy.deepcopy(self.first(resources, "ConfigMap"))

@@ -155,11 +155,10 @@ class TestApi:
         assert ranks == sorted(ranks)
         assert resources[-1]["kind"] == "API"
 
-    def test_apis_with_scopes_throttling_and_cors_still_deploy(self) -> None:
+    def test_apis_with_scopes_throttling_and_cors_get_their_policies(self) -> None:
         data = api_data(
             scopes=[{"scope": {"name": "order:write", "displayName": "Order", "bindings": ["admin"]}, "shared": False}],
             apiThrottlingPolicy="10KPerMin",
-            maxTps={"production": 100, "sandbox": 10},
             corsConfiguration={"corsConfigurationEnabled": True, "accessControlAllowOrigins": ["*"]},
             operations=[
                 {
@@ -167,12 +166,14 @@ class TestApi:
                     "verb": "POST",
                     "throttlingPolicy": "Unlimited",
                     "scopes": ["order:write"],
-                    "operationPolicies": {"request": [{"policyName": "addHeader", "parameters": {"headerName": "x"}}]},
+                    "operationPolicies": {
+                        "request": [{"policyName": "addHeader", "parameters": {"headerName": "x", "headerValue": "1"}}]
+                    },
                 }
             ],
         )
         kinds = {r["kind"] for r in translate(data)}
-        assert kinds == {"ConfigMap", "Backend", "Authentication", "HTTPRoute", "API"}
+        assert kinds == {"ConfigMap", "Backend", "Authentication", "HTTPRoute", "API", "Scope", "RateLimitPolicy", "APIPolicy"}
 
 
 class TestRoutes:
@@ -381,12 +382,20 @@ class TestBackends:
         }
         refuses(api_data(endpointConfig=config), "different protocols or base paths")
 
-    def test_failover_serves_the_primary_endpoint(self) -> None:
+    def test_failover_endpoints_are_refused(self) -> None:
         config = {
             "endpoint_type": "failover",
             "production_endpoints": {"url": "http://primary.backend"},
             "production_failovers": [{"url": "http://secondary.backend"}],
         }
+        refuses(
+            api_data(endpointConfig=config),
+            "has failover production endpoints (http://secondary.backend)",
+            "cannot be expressed by APK 1.3",
+        )
+
+    def test_failover_type_without_failover_endpoints_serves_the_primary(self) -> None:
+        config = {"endpoint_type": "failover", "production_endpoints": {"url": "http://primary.backend"}}
         backend = one(translate(api_data(endpointConfig=config)), "Backend")
         assert backend["spec"]["services"] == [{"host": "primary.backend", "port": 80}]
 
@@ -463,13 +472,14 @@ class TestAuthentication:
                         "keys": [
                             {"in": "Header", "name": "X-API-Key", "sendTokenToUpstream": False},
                             {"in": "Query", "name": "X-API-Key", "sendTokenToUpstream": False},
-                        ]
+                        ],
+                        "required": "mandatory",
                     },
                 },
             ),
             (
                 {
-                    "securityScheme": ["oauth2", "api_key", "mutualssl"],
+                    "securityScheme": ["oauth2", "api_key"],
                     "authorizationHeader": None,
                     "apiKeyHeader": None,
                 },
@@ -479,7 +489,8 @@ class TestAuthentication:
                         "keys": [
                             {"in": "Header", "name": "ApiKey", "sendTokenToUpstream": False},
                             {"in": "Query", "name": "ApiKey", "sendTokenToUpstream": False},
-                        ]
+                        ],
+                        "required": "mandatory",
                     },
                 },
             ),
@@ -509,9 +520,12 @@ class TestAuthentication:
     @pytest.mark.parametrize(
         ("schemes", "message"),
         [
-            (["mutualssl", "mutualssl_mandatory"], "requires mutual TLS"),
-            (["oauth2", "mutualssl", "mutualssl_mandatory"], "requires mutual TLS"),
-            (["basic_auth", "oauth_basic_auth_api_key_mandatory"], "is secured by basic_auth"),
+            (["mutualssl", "mutualssl_mandatory"], "enables mutual TLS but carries no client certificate"),
+            (["oauth2", "mutualssl"], "enables mutual TLS but carries no client certificate"),
+            (["basic_auth", "oauth_basic_auth_api_key_mandatory"], "accepts basic_auth"),
+            (["oauth2", "basic_auth", "oauth_basic_auth_api_key_mandatory"], "accepts basic_auth"),
+            (["oauth_basic_auth_api_key_mandatory"], "is secured by oauth_basic_auth_api_key_mandatory only"),
+            (["oauth2", "digest"], "has security scheme digest, which this agent does not know"),
         ],
     )
     def test_security_the_gateway_cannot_enforce(self, schemes: list[str], message: str) -> None:

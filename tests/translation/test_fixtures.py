@@ -1,0 +1,173 @@
+"""Realistic APIM exports translated and compared byte for byte with reviewed golden files.
+
+Each ``fixtures/<name>/`` holds one exported API project (``<Name>-<version>/``) and a
+``deployment.yaml`` naming the gateway environments it is deployed to. Its golden file is
+``golden/<name>.yaml`` (the ``gateway-agent translate`` output) or ``golden/<name>.error.txt``
+(the ``TranslationError`` message, for an API the gateway cannot serve). After a deliberate
+translator change, rewrite them with ``pytest tests/translation --update-golden`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agent.translate_command import render_stream
+from models.artifact import DeployedApi, DeploymentEnvironment
+from translation.artifacts import API_FILES, DEFAULT_ORGANIZATION, load_api_project_dir
+from translation.crd_schemas import CrdSchemas, default_crd_dir, load_crd_schemas, validate_resources
+from translation.translate import TranslationError, TranslationOptions, translate_api
+
+HERE = Path(__file__).resolve().parent
+FIXTURES = HERE / "fixtures"
+GOLDEN = HERE / "golden"
+OUTPUT_SUFFIX = ".yaml"
+ERROR_SUFFIX = ".error.txt"
+UPDATE_HINT = "if the change is intended, run `pytest tests/translation --update-golden` and review the diff"
+MIN_FIXTURES = 15
+
+
+@dataclass(frozen=True)
+class Fixture:
+    name: str
+    api: DeployedApi
+    options: TranslationOptions
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the translator makes of a fixture: its objects, or the error message."""
+
+    resources: list[dict[str, Any]] | None
+    error: str | None
+
+    @property
+    def golden_suffix(self) -> str:
+        return ERROR_SUFFIX if self.error is not None else OUTPUT_SUFFIX
+
+    @property
+    def text(self) -> str:
+        if self.error is not None:
+            return self.error + "\n"
+        assert self.resources is not None
+        return render_stream(self.resources)
+
+
+def fixture_names() -> list[str]:
+    return sorted(p.name for p in FIXTURES.iterdir() if (p / "deployment.yaml").is_file())
+
+
+def load_fixture(name: str) -> Fixture:
+    root = FIXTURES / name
+    deployment = yaml.safe_load((root / "deployment.yaml").read_text(encoding="utf-8"))
+    projects = [p for p in sorted(root.iterdir()) if p.is_dir() and any((p / f).is_file() for f in API_FILES)]
+    assert len(projects) == 1, f"{root} must hold exactly one <Name>-<version>/ project, found {projects}"
+    project = load_api_project_dir(projects[0])
+    data = project.data
+    environments = [DeploymentEnvironment.model_validate(e) for e in deployment["environments"]]
+    revision = data.revision_id or "0"
+    api = DeployedApi(
+        project=project,
+        api_file=f"{data.id}-{revision}.zip",
+        revision_id=revision,
+        organization=deployment.get("organization") or data.organization_id or DEFAULT_ORGANIZATION,
+        environments=environments,
+    )
+    options = TranslationOptions(
+        namespace="apk-apis",
+        gateway_namespace="apk",
+        gateway_labels=deployment.get("gatewayLabels") or [e.name for e in environments],
+    )
+    return Fixture(name=name, api=api, options=options)
+
+
+def translate_fixture(fixture: Fixture) -> Outcome:
+    try:
+        return Outcome(resources=translate_api(fixture.api, fixture.options), error=None)
+    except TranslationError as exc:
+        return Outcome(resources=None, error=exc.message)
+
+
+@pytest.fixture(scope="module")
+def crds() -> CrdSchemas:
+    directory = default_crd_dir()
+    if not directory.is_dir():
+        pytest.skip(f"CRDs not found at {directory}; set GATEWAY_AGENT_CRD_DIR to the apk-crds directory")
+    return load_crd_schemas(directory)
+
+
+def test_the_fixture_set_is_broad() -> None:
+    assert len(fixture_names()) >= MIN_FIXTURES
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_translation_matches_golden(name: str, update_golden: bool) -> None:
+    outcome = translate_fixture(load_fixture(name))
+    golden = GOLDEN / f"{name}{outcome.golden_suffix}"
+    other = GOLDEN / f"{name}{OUTPUT_SUFFIX if outcome.error is not None else ERROR_SUFFIX}"
+    if update_golden:
+        GOLDEN.mkdir(exist_ok=True)
+        golden.write_bytes(outcome.text.encode("utf-8"))
+        other.unlink(missing_ok=True)
+        return
+    if other.exists():
+        now = f"fails with: {outcome.error}" if outcome.error is not None else "now translates"
+        pytest.fail(f"{name}: the golden is {other.name} but the translator {now}; {UPDATE_HINT}")
+    assert golden.exists(), f"{name}: no golden file {golden.name}; {UPDATE_HINT}"
+    differs = f"{name}: output differs from {golden.name}; {UPDATE_HINT}"
+    assert golden.read_bytes() == outcome.text.encode("utf-8"), differs
+
+
+def test_no_golden_without_a_fixture(update_golden: bool) -> None:
+    names = set(fixture_names())
+    stale = sorted(
+        p for p in GOLDEN.glob("*") if p.name.removesuffix(ERROR_SUFFIX).removesuffix(OUTPUT_SUFFIX) not in names
+    )
+    if update_golden:
+        for path in stale:
+            path.unlink()
+        return
+    assert not stale, f"golden files without a fixture: {[p.name for p in stale]}; {UPDATE_HINT}"
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_every_object_validates_against_the_crds(name: str, crds: CrdSchemas) -> None:
+    outcome = translate_fixture(load_fixture(name))
+    if outcome.resources is None:
+        pytest.skip(f"{name} is an expected translation error")
+    assert validate_resources(outcome.resources, crds) == []
+
+
+def endpoint_credentials(fixture: Fixture) -> list[str]:
+    """Passwords and API keys the fixture's endpoints carry in clear text."""
+    config = fixture.api.project.data.endpoint_config
+    found: list[str] = []
+    for endpoint_type in ("production", "sandbox"):
+        security = config.security(endpoint_type) if config is not None else None
+        if security is not None and security.enabled:
+            for value in (security.password, security.api_key_value, security.client_secret):
+                if value is not None and value.get_secret_value():
+                    found.append(value.get_secret_value())
+    return found
+
+
+@pytest.mark.parametrize("name", [n for n in fixture_names() if endpoint_credentials(load_fixture(n))])
+def test_endpoint_credentials_appear_only_in_secret_data(name: str) -> None:
+    fixture = load_fixture(name)
+    secrets = endpoint_credentials(fixture)
+    outcome = translate_fixture(fixture)
+    if outcome.resources is None:
+        pytest.skip(f"{name} is an expected translation error")
+    assert not [s for s in secrets if s in outcome.text], "a credential appears in clear text"
+    in_secrets = {
+        base64.b64decode(value).decode("utf-8")
+        for r in outcome.resources
+        if r["kind"] == "Secret"
+        for value in r.get("data", {}).values()
+    }
+    assert set(secrets) <= in_secrets

@@ -1,0 +1,119 @@
+"""Client certificates (mutual TLS) and endpoint certificates (backend TLS) as ConfigMaps.
+
+APK reads both from ConfigMaps: ``Authentication.spec.default.authTypes.mtls.configMapRefs`` and
+``Backend.spec.tls.configMapRef``, each ``{name, key}``. Certificates are public, so a ConfigMap
+(not a Secret) is the right home, as in APK's own translator.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from models.artifact import ApiProject
+from models.naming import child_name
+from translation.endpoints import normalized_url, redacted_url
+from translation.errors import TranslationError
+
+PEM_MARKER = "-----BEGIN CERTIFICATE-----"
+_KEY_FORBIDDEN = re.compile(r"[^-._a-zA-Z0-9]")
+
+
+def client_certificates(
+    project: ApiProject,
+    base: str,
+    label: str,
+    metadata: Callable[[str], dict[str, Any]],
+    endpoint_types: set[str],
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """The ConfigMap with the API's client certificates and the ``configMapRefs`` pointing into it.
+
+    The gateway trusts the certificates on every route of the API, so a certificate the control
+    plane limits to one key type (PRODUCTION or SANDBOX) is refused when the API also serves the other.
+    """
+    files = project.client_certificates
+    if not files:
+        raise TranslationError(
+            f"{label} enables mutual TLS but carries no client certificate (Client-certificates/*.crt); "
+            "add the clients' certificates to the API or turn mutual TLS off"
+        )
+    for binding in project.client_certificate_bindings:
+        key_type = (binding.key_type or "").strip().lower()
+        others = sorted(endpoint_types - {key_type})
+        if key_type in ("production", "sandbox") and others:
+            raise TranslationError(
+                f"{label} limits client certificate {binding.alias!r} to {key_type} keys, but the gateway would "
+                f"trust it on the API's {' and '.join(others)} routes too (mutual TLS applies to the whole API); "
+                f"remove the API's {' and '.join(others)} endpoint or upload the certificate for both key types"
+            )
+        tier = (binding.tier_name or "").strip()
+        if tier and tier.lower() != "unlimited":
+            raise TranslationError(
+                f"{label} limits callers of client certificate {binding.alias!r} to tier {tier!r}; the gateway "
+                "has no per-certificate rate limit. Set the certificate's tier to Unlimited"
+            )
+    name = child_name(base, "client-certificates")
+    data = {_key(file): _pem(file, text, label, "client") for file, text in sorted(files.items())}
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(name), "data": data}
+    return config_map, [{"name": name, "key": key} for key in sorted(data)]
+
+
+class EndpointCertificates:
+    """Which endpoint URL trusts which certificate, from ``endpoint_certificates.json``."""
+
+    def __init__(self, project: ApiProject, base: str, label: str) -> None:
+        self._label = label
+        self.name = child_name(base, "endpoint-certificates")
+        files = project.endpoint_certificates
+        bindings = project.endpoint_certificate_bindings
+        if files and not bindings:
+            raise TranslationError(
+                f"{label} carries endpoint certificates ({', '.join(sorted(files))}) without "
+                "Endpoint-certificates/endpoint_certificates.json naming their endpoints"
+            )
+        self._by_url: dict[str, tuple[str, str]] = {}  # normalized URL -> (key, PEM)
+        for binding in bindings:
+            file = binding.certificate or f"{binding.alias}.crt"
+            if file not in files:
+                raise TranslationError(
+                    f"{label}: endpoint certificate {binding.alias!r} names {file!r}, "
+                    "which is not in Endpoint-certificates/"
+                )
+            if not binding.endpoint:
+                raise TranslationError(f"{label}: endpoint certificate {binding.alias!r} names no endpoint URL")
+            url = normalized_url(binding.endpoint)
+            entry = (_key(file), _pem(file, files[file], label, "endpoint"))
+            if self._by_url.get(url, entry) != entry:
+                raise TranslationError(
+                    f"{label} has more than one certificate for endpoint {redacted_url(binding.endpoint)!r}; "
+                    "a gateway backend trusts one"
+                )
+            self._by_url[url] = entry
+        self._used: dict[str, str] = {}
+
+    def tls_for(self, url: str, protocol: str) -> dict[str, Any] | None:
+        """``Backend.spec.tls`` for an endpoint, or None (plain HTTP, or no certificate for it)."""
+        found = self._by_url.get(normalized_url(url))
+        if found is None or protocol != "https":
+            return None
+        key, pem = found
+        self._used[key] = pem
+        return {"configMapRef": {"name": self.name, "key": key}}
+
+    def config_map(self, metadata: Callable[[str], dict[str, Any]]) -> dict[str, Any] | None:
+        """The ConfigMap holding the certificates some backend uses; None when none does."""
+        if not self._used:
+            return None
+        data = dict(sorted(self._used.items()))
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(self.name), "data": data}
+
+
+def _key(file: str) -> str:
+    return _KEY_FORBIDDEN.sub("-", file)[:253]
+
+
+def _pem(file: str, text: str, label: str, kind: str) -> str:
+    if PEM_MARKER not in text:
+        raise TranslationError(f"{label}: {kind} certificate {file!r} is not a PEM certificate ({PEM_MARKER})")
+    return text
