@@ -23,6 +23,15 @@ import yaml
 EXPORT_VERSION = "v4.3.0"
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
+
+class _PlainDumper(yaml.SafeDumper):
+    """Writes shared objects out in full: APIM's exports carry no YAML aliases, and the agent
+    refuses them."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
 ProjectFormat = Literal["json", "yaml"]
 
 _PATH_PARAM = re.compile(r"\{([^}/]+)\}")
@@ -279,8 +288,8 @@ def rest_api_project(
     root = f"{name}-{version}"
     files = {
         _api_file_name(root, format): _dump_document(_export_document(data), format),
-        f"{root}/Definitions/swagger.yaml": yaml.safe_dump(
-            openapi_definition(data), sort_keys=False, allow_unicode=True
+        f"{root}/Definitions/swagger.yaml": yaml.dump(
+            openapi_definition(data), Dumper=_PlainDumper, sort_keys=False, allow_unicode=True
         ).encode("utf-8"),
     }
     return ApiProjectFiles(uuid=uuid, revision=str(revision_id), name=name, version=version, files=files)
@@ -630,7 +639,7 @@ def _api_file_name(root: str, fmt: ProjectFormat) -> str:
 def _dump_document(document: Mapping[str, Any], fmt: ProjectFormat) -> bytes:
     if fmt == "json":
         return json.dumps(document, indent=2).encode("utf-8")
-    return yaml.safe_dump(dict(document), sort_keys=False, allow_unicode=True).encode("utf-8")
+    return yaml.dump(dict(document), Dumper=_PlainDumper, sort_keys=False, allow_unicode=True).encode("utf-8")
 
 
 def _parse_document(path: str, content: bytes) -> dict[str, Any]:

@@ -1,10 +1,15 @@
 """REST operations as Gateway API ``HTTPRoute`` rules, shaped the way APK's own translator does.
 
-A match path is relative to the API's base path (the gateway prefixes it): each ``{param}``
-becomes ``(.*)``, a trailing ``/*`` becomes ``(.*)`` and ``/*`` alone is ``(.*)``. Because the
-match is a regular expression, the ``URLRewrite`` filter must be ``ReplaceFullPath`` (the CRD's
-CEL rules allow ``ReplacePrefixMatch`` only with a single ``PathPrefix`` match); APK expands
-``\\1``, ``\\2`` in it from the match's capture groups and prefixes the Backend's base path.
+A match path is relative to the API's base path (the gateway prefixes it). Because the match is
+a regular expression, the ``URLRewrite`` filter must be ``ReplaceFullPath`` (the CRD's CEL rules
+allow ``ReplacePrefixMatch`` only with a single ``PathPrefix`` match); APK expands ``\\1``,
+``\\2`` in it from the match's capture groups and prefixes the Backend's base path.
+
+Two choices differ from APK, which turns ``{param}`` and ``/*`` into ``(.*)``: that lets
+``/{id}`` also match ``/42/salary`` and ``/menu/*`` match ``/menus``, so scopes, "no auth" and
+limits of one operation could apply to another. Here a path parameter is one segment,
+``([^/]+)`` (as OpenAPI defines it), and a trailing ``/*`` is ``((?:/.*)?)``, which keeps the
+``/`` boundary. Rules are ordered most specific first, since the gateway takes the first match.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "T
 MAX_PATH_LENGTH = 1024  # HTTPRoute path match value and replaceFullPath limit
 _PARAM = re.compile(r"\{[^{}/]*\}")
 _RE2_SPECIAL = re.compile(r"([.+*?()\[\]{}^$|\\])")
+_SEGMENT = "([^/]+)"
+_REST_OF_PATH = "((?:/.*)?)"
 
 
 def path_match_regex(target: str) -> str:
@@ -28,11 +35,11 @@ def path_match_regex(target: str) -> str:
     if segments is None:
         return "/"
     if segments == ["*"]:
-        return "(.*)"
+        return _REST_OF_PATH
     wildcard = segments[-1] == "*"
-    parts = [_PARAM.sub("(.*)", "".join(_escape_literals(s))) for s in (segments[:-1] if wildcard else segments)]
+    parts = [_PARAM.sub(_SEGMENT, "".join(_escape_literals(s))) for s in (segments[:-1] if wildcard else segments)]
     path = "/" + "/".join(parts)
-    return f"{path}(.*)" if wildcard else path
+    return f"{path}{_REST_OF_PATH}" if wildcard else path
 
 
 def rewrite_full_path(target: str) -> str:
@@ -70,7 +77,8 @@ def http_route_rules(
     """
     rules: list[dict[str, Any]] = []
     extras = list(operation_filters) if operation_filters is not None else [[] for _ in operations]
-    for operation, extra in zip(operations, extras, strict=True):
+    ordered = sorted(zip(operations, extras, strict=True), key=lambda pair: _specificity(pair[0].target))
+    for operation, extra in ordered:
         method = operation.verb.strip().upper()
         if method not in HTTP_METHODS:
             raise TranslationError(
@@ -99,6 +107,17 @@ def http_route_rules(
             }
         )
     return rules
+
+
+def _specificity(target: str) -> tuple[int, int, tuple[int, ...]]:
+    """Sort key, most specific first: exact paths before wildcards, longer wildcard prefixes
+    first, and segment by segment a literal before a parameter (``/orders/pending`` before
+    ``/orders/{id}``). Exact paths of different lengths never overlap."""
+    segments = _segments(target) or []
+    wildcard = bool(segments) and segments[-1] == "*"
+    prefix = segments[:-1] if wildcard else segments
+    kinds = tuple(1 if _PARAM.search(s) else 0 for s in prefix)
+    return (int(wildcard), -len(prefix) if wildcard else 0, kinds)
 
 
 def _segments(target: str) -> list[str] | None:

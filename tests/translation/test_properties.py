@@ -205,8 +205,7 @@ def generated_apis(draw: st.DrawFn) -> GeneratedApi:
                 },
             )
         ),
-        # harness.api_projects writes YAML aliases for shared credential defaults, which the parser refuses.
-        "format": "json" if credentials else draw(st.sampled_from(["json", "yaml"])),
+        "format": draw(st.sampled_from(["json", "yaml"])),
     }
     if graphql:
         files = graphql_api_project(operations=draw(graphql_operations), **common)

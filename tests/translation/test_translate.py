@@ -181,12 +181,12 @@ class TestRoutes:
         ("target", "regex", "rewrite"),
         [
             ("/menu", "/menu", "/menu"),
-            ("/order/{orderId}", "/order/(.*)", "/order/\\1"),
-            ("/a/{x}/b/{y}", "/a/(.*)/b/(.*)", "/a/\\1/b/\\2"),
-            ("/files/{name}.{ext}", "/files/(.*)\\.(.*)", "/files/\\1.\\2"),
-            ("/files/*", "/files(.*)", "/files\\1"),
-            ("/users/{id}/*", "/users/(.*)(.*)", "/users/\\1\\2"),
-            ("/*", "(.*)", "\\1"),
+            ("/order/{orderId}", "/order/([^/]+)", "/order/\\1"),
+            ("/a/{x}/b/{y}", "/a/([^/]+)/b/([^/]+)", "/a/\\1/b/\\2"),
+            ("/files/{name}.{ext}", "/files/([^/]+)\\.([^/]+)", "/files/\\1.\\2"),
+            ("/files/*", "/files((?:/.*)?)", "/files\\1"),
+            ("/users/{id}/*", "/users/([^/]+)((?:/.*)?)", "/users/\\1\\2"),
+            ("/*", "((?:/.*)?)", "\\1"),
             ("/", "/", "/"),
             ("/menu.json", "/menu\\.json", "/menu.json"),
             ("/search?q={query}", "/search", "/search"),
@@ -230,6 +230,27 @@ class TestRoutes:
         found = re.fullmatch(path_match_regex(target), concrete)
         assert found is not None, (target, concrete)
         assert found.expand(rewrite_full_path(target)) == concrete
+
+    @pytest.mark.parametrize(
+        ("target", "other", "path"),
+        [
+            ("/{id}", "/{id}/salary", "/42/salary"),  # a parameter is one segment
+            ("/menu/*", "/menus", "/menus"),  # a wildcard keeps the / boundary
+            ("/*", "/orders", "/orders"),
+        ],
+    )
+    def test_an_operation_never_matches_another_operations_path(self, target: str, other: str, path: str) -> None:
+        assert re.fullmatch(path_match_regex(target), path) is None or re.fullmatch(path_match_regex(other), path)
+        rules = rules_of(translate(api_data(operations=[{"target": t, "verb": "GET"} for t in (target, other)])))
+        first = next(r for r in rules if re.fullmatch(r["matches"][0]["path"]["value"], path))
+        assert first["matches"][0]["path"]["value"] == path_match_regex(other)
+
+    def test_rules_go_most_specific_first(self) -> None:
+        targets = ["/*", "/orders/{id}", "/orders/*", "/orders/pending", "/orders/{id}/items"]
+        rules = rules_of(translate(api_data(operations=[{"target": t, "verb": "GET"} for t in targets])))
+        assert [r["filters"][0]["urlRewrite"]["path"]["replaceFullPath"] for r in rules] == [
+            "/orders/pending", "/orders/\\1", "/orders/\\1/items", "/orders\\1", "\\1",
+        ]  # fmt: skip
 
     @pytest.mark.parametrize("verb", ["GET", "post", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
     def test_verbs(self, verb: str) -> None:

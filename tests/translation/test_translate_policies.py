@@ -73,8 +73,18 @@ class TestScopes:
         scopes = by_name(of_kind(resources, "Scope"))
         assert sorted(s["spec"]["names"][0] for s in scopes.values()) == ["admin", "menu:read", "order:write"]
         assert all(s["apiVersion"] == "dp.wso2.com/v1alpha1" and len(s["spec"]["names"]) == 1 for s in scopes.values())
-        names = [[scopes[n]["spec"]["names"][0] for n in refs(rule, "Scope")] for rule in rules(resources)]
-        assert names == [["menu:read"], ["order:write", "admin"], ["order:write"], []]
+        names = {
+            (rule["matches"][0]["method"], rule["matches"][0]["path"]["value"]): [
+                scopes[n]["spec"]["names"][0] for n in refs(rule, "Scope")
+            ]
+            for rule in rules(resources)
+        }
+        assert names == {
+            ("GET", "/menu"): ["menu:read"],
+            ("POST", "/order"): ["order:write", "admin"],
+            ("GET", "/order/([^/]+)"): ["order:write"],
+            ("GET", "/health"): [],
+        }
 
     def test_scope_names_that_slug_alike_get_distinct_objects(self) -> None:
         resources = translate(api_data(operations=[operation(scopes=["order:write", "order-write"])]))
