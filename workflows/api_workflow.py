@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
 T = TypeVar("T")
 
 LONG_STEP = timedelta(hours=1)
+TRANSLATION_ERRORS = frozenset({"BadArtifact", "Untranslatable"})
 HEARTBEAT = timedelta(seconds=30)
 
 
@@ -240,6 +241,9 @@ class ApiWorkflow:
             return await self._activity(activity, arg, result_type)
         except ActivityError as err:
             message, code = _reason(err)
+            # The fetch step also parses and translates; say which part refused.
+            if code in TRANSLATION_ERRORS:
+                step = "translate"
             raise StepFailed(step, message, code) from err
 
     async def _activity(self, name: str, arg: Any, result_type: type[T], attempts: int | None = None) -> T:

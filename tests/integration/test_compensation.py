@@ -134,3 +134,24 @@ async def test_a_control_plane_outage_fails_without_touching_the_cluster(
     control_plane.clear_failures()
     done = await cli_retry(agent, first.uuid)
     assert done.returncode == 0, done.stderr + done.stdout
+
+
+async def test_an_api_the_gateway_cannot_express_fails_with_the_reason_and_keeps_the_last_good_state(
+    agent: RunningAgent, control_plane: ControlPlaneSimulator, kube: KubeEmulator
+) -> None:
+    first, before = await deploy_first_revision(control_plane, agent, kube)
+    mediation = {"request": [{"policyName": "jsonToXml", "policyVersion": "v1", "parameters": {}}]}
+    second = new_api(
+        revision="2",
+        uuid=first.uuid,
+        operations=[{"target": "/orders", "verb": "POST", "operationPolicies": mediation}],
+    )
+    control_plane.deploy(second)
+
+    reports = await wait_report(control_plane, first.uuid, 2)
+    failure = reports[-1]
+    assert (failure["deploymentStatus"], failure["errorCode"]) == ("FAILURE", "Untranslatable")
+    assert "jsonToXml" in failure["errorMessage"] and "POST /orders" in failure["errorMessage"]
+    status = await settled_status(agent.client, ORG, first.uuid, processed=2)
+    assert (status.phase, status.failed_step, status.deployed_revision) == ("failed", "translate", "1")
+    assert api_resources(kube, agent.settings.namespace, ORG, first.uuid) == before
