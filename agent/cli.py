@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+import traceback
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, NoReturn
 
 import typer
 from temporalio.client import Client, WorkflowUpdateFailedError
@@ -34,7 +37,29 @@ def _setup(settings: Settings) -> None:
         start_http_server(settings.metrics_port)
 
 
-def _run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+def _exit_after(main: Coroutine[Any, Any, None]) -> NoReturn:
+    """Run a command that holds a Temporal client, then leave without interpreter finalization.
+
+    The SDK's native threads can abort a finalizing interpreter while a client is alive
+    (``PyGILState_Release``), which would turn a clean exit into a crash.
+    """
+    try:
+        asyncio.run(main)
+        code = 0
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:  # noqa: BLE001 - reported, then the same exit as any crash
+        traceback.print_exc()
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> NoReturn:
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -42,7 +67,7 @@ def _run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> No
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
 
-    asyncio.run(runner())
+    _exit_after(runner())
 
 
 async def _listen(client: Client, settings: Settings, stop: asyncio.Event) -> None:
@@ -122,7 +147,7 @@ def status(
                 raise typer.Exit(2) from exc
             raise
 
-    asyncio.run(main())
+    _exit_after(main())
 
 
 @app.command()
@@ -167,7 +192,7 @@ def retry(
                 raise typer.Exit(1)
             await asyncio.sleep(0.2)
 
-    asyncio.run(main())
+    _exit_after(main())
 
 
 app.command()(translate)
