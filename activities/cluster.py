@@ -193,6 +193,7 @@ class ClusterActivities:
             except Exception as exc:
                 raise _cluster_error("applying", rid, exc) from exc
             result.applied.append(rid)
+            activity.heartbeat(rid)
             if resource["kind"] == "API":
                 rv = live["metadata"]["resourceVersion"]
                 result.api_name = resource["metadata"]["name"]

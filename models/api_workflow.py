@@ -100,6 +100,8 @@ class ApiWorkflowState(BaseModel):
     step: str = ""
     current_event: ApiEventSignal | None = None
     failed_event: ApiEventSignal | None = None
+    # Kept in the state so a retry accepted just before continue-as-new is not lost.
+    retry_requested: bool = False
     failed_step: str = ""
     last_error: str | None = None
     deployed_revision: str | None = None

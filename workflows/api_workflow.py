@@ -40,9 +40,20 @@ with workflow.unsafe.imports_passed_through():
 
 T = TypeVar("T")
 
-LONG_STEP = timedelta(hours=1)
 TRANSLATION_ERRORS = frozenset({"BadArtifact", "Untranslatable"})
+LONG_STEP = timedelta(hours=1)
 HEARTBEAT = timedelta(seconds=30)
+# (start-to-close, heartbeat) per activity. Steps that can take long heartbeat, so a lost worker
+# is noticed within HEARTBEAT; the others are bounded by a short start-to-close timeout.
+ACTIVITY_TIMEOUTS: dict[str, tuple[timedelta, timedelta | None]] = {
+    "fetch_desired_state": (timedelta(minutes=5), None),
+    "snapshot_api_resources": (timedelta(minutes=2), None),
+    "apply_api_resources": (LONG_STEP, HEARTBEAT),
+    "prune_api_resources": (LONG_STEP, HEARTBEAT),
+    "wait_until_accepted": (LONG_STEP, HEARTBEAT),
+    "restore_api_resources": (LONG_STEP, HEARTBEAT),
+    "report_deployment_status": (timedelta(minutes=1), None),
+}
 
 
 class StepFailed(Exception):
@@ -73,7 +84,6 @@ class ApiWorkflow:
             retry=input.retry,
             events_per_run=input.events_per_run,
         )
-        self._retry_requested = False
         self._processed_this_run = 0
 
     @workflow.signal
@@ -90,7 +100,7 @@ class ApiWorkflow:
     def retry(self, request: RetryRequest) -> RetryAccepted:
         """Run the failed convergence again (the control plane's answer is fetched anew)."""
         assert self._s.failed_event is not None
-        self._retry_requested = True
+        self._s.retry_requested = True
         workflow.logger.info("retry requested: %s", request.reason)
         return RetryAccepted(event_id=self._s.failed_event.event_id, events_processed=self._s.events_processed)
 
@@ -98,7 +108,7 @@ class ApiWorkflow:
     def _validate_retry(self, request: RetryRequest) -> None:
         if self._s.phase != "failed" or self._s.failed_event is None:
             raise ValueError(f"API {self._s.api_uuid} has nothing to retry (it is {self._s.phase})")
-        if self._retry_requested:
+        if self._s.retry_requested:
             raise ValueError(f"a retry of API {self._s.api_uuid} is already queued")
 
     @workflow.query
@@ -111,9 +121,9 @@ class ApiWorkflow:
     @workflow.run
     async def run(self, input: ApiWorkflowInput) -> None:
         while True:
-            await workflow.wait_condition(lambda: bool(self._s.pending) or self._retry_requested)
-            if self._retry_requested:
-                self._retry_requested = False
+            await workflow.wait_condition(lambda: bool(self._s.pending) or self._s.retry_requested)
+            if self._s.retry_requested:
+                self._s.retry_requested = False
                 assert self._s.failed_event is not None
                 event = self._s.failed_event
             else:
@@ -248,12 +258,13 @@ class ApiWorkflow:
 
     async def _activity(self, name: str, arg: Any, result_type: type[T], attempts: int | None = None) -> T:
         retry = self._s.retry
+        start_to_close, heartbeat = ACTIVITY_TIMEOUTS[name]
         return await workflow.execute_activity(
             name,
             arg,
             result_type=result_type,
-            start_to_close_timeout=LONG_STEP,
-            heartbeat_timeout=HEARTBEAT,
+            start_to_close_timeout=start_to_close,
+            heartbeat_timeout=heartbeat,
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(seconds=retry.initial_interval_seconds),
                 maximum_interval=timedelta(seconds=retry.maximum_interval_seconds),
