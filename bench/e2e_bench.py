@@ -4,11 +4,11 @@ Runs the whole local stack on this machine (Temporal dev server, ActiveMQ, the A
 emulator acting as the gateway operator, the control-plane simulator) and the agent in
 this process, then measures:
 
-- latency: APIs deployed one at a time; time from publishing DEPLOY_API_IN_GATEWAY to the
-  control plane receiving SUCCESS (p50, p90, max);
+- latency: APIs deployed one at a time, ``--interval`` seconds apart; time from publishing
+  DEPLOY_API_IN_GATEWAY to the control plane receiving SUCCESS (p50, p90, max);
 - burst: N APIs published at once; APIs per second until every SUCCESS arrived.
 
-Usage: ``.venv/bin/python bench/e2e_bench.py [--latency 30] [--burst 200] [--operator-delay 0]``.
+Usage: ``.venv/bin/python bench/e2e_bench.py [--latency 30] [--interval 1] [--burst 200] [--operator-delay 0]``.
 Results are written down in bench/README.md.
 """
 
@@ -74,6 +74,7 @@ async def main() -> None:
     parser.add_argument("--latency", type=int, default=30, help="APIs deployed one at a time")
     parser.add_argument("--burst", type=int, default=200, help="APIs published at once")
     parser.add_argument("--operator-delay", type=float, default=0.0, help="the emulated gateway's reaction time")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between the latency samples' events")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="e2e-bench-"))
@@ -111,6 +112,7 @@ async def main() -> None:
                 cp.deploy(p)
                 arrived = await wait_reports(cp, {p.uuid}, 60)
                 latencies.append((arrived[p.uuid] - start) * 1000)
+                await asyncio.sleep(args.interval)
             latencies.sort()
 
             burst = [project(10_000 + i) for i in range(args.burst)]
@@ -124,7 +126,10 @@ async def main() -> None:
             stop.set()
             await task
         print(f"operator delay {args.operator_delay * 1000:.0f} ms, 2 cores shared by every component")
-        print(f"latency, {args.latency} APIs one at a time (event published -> SUCCESS received):")
+        print(
+            f"latency, {args.latency} APIs one at a time, {args.interval:g} s apart "
+            "(event published -> SUCCESS received):"
+        )
         print(
             f"  p50 {statistics.median(latencies):.0f} ms   p90 {latencies[int(0.9 * (len(latencies) - 1))]:.0f} ms"
             f"   max {latencies[-1]:.0f} ms"
