@@ -205,17 +205,25 @@ class ClusterActivities:
 
     @activity.defn
     def prune_api_resources(self, request: PruneRequest) -> PruneResult:
-        """Delete the API's resources that are not in ``keep`` and wait until they are gone."""
-        selector = api_selector(request.api.organization, request.api.api_uuid)
+        """Delete the API's resources that are not in ``keep`` and wait until they are gone.
+
+        The candidates are ``request.candidates`` when given (the snapshot taken before this
+        convergence: nothing else of the API can have appeared since), else a fresh listing.
+        """
         keep = set(request.keep)
         try:
-            stale = [o for o in self._cluster.list_selected(selector) if resource_id(o) not in keep]
-            stale = list(reversed(sort_for_apply(stale)))
-            for obj in stale:
-                self._cluster.delete(obj["kind"], obj["metadata"]["name"])
+            if request.candidates is None:
+                selector = api_selector(request.api.organization, request.api.api_uuid)
+                found = [
+                    {"kind": o["kind"], "metadata": {"name": o["metadata"]["name"]}}
+                    for o in self._cluster.list_selected(selector)
+                ]
+            else:
+                found = [{"kind": k, "metadata": {"name": n}} for k, n in (c.split("/", 1) for c in request.candidates)]
+            stale = list(reversed(sort_for_apply([o for o in found if resource_id(o) not in keep])))
+            deleted = [resource_id(o) for o in stale if self._cluster.delete(o["kind"], o["metadata"]["name"])]
         except Exception as exc:
             raise _cluster_error("deleting", f"stale resources of API {request.api.api_uuid}", exc) from exc
-        deleted = [resource_id(o) for o in stale]
         self._wait_until_gone(deleted)
         return PruneResult(deleted=deleted)
 

@@ -121,7 +121,9 @@ class ControlPlaneActivities:
         try:
             artifacts = parse_runtime_artifacts(archive)
         except ArtifactError as exc:
-            raise ApplicationError(f"bad artifact for API {api.api_uuid}: {exc}", type="BadArtifact", non_retryable=True) from exc
+            raise ApplicationError(
+                f"bad artifact for API {api.api_uuid}: {exc}", type="BadArtifact", non_retryable=True
+            ) from exc
 
         candidates = [d for d in artifacts.apis if d.project.data.id == api.api_uuid]
         if not candidates:
@@ -169,6 +171,8 @@ class ControlPlaneActivities:
         try:
             status = self._cp.notify_deployment_status(body)
         except httpx.HTTPError as exc:
-            raise ApplicationError(f"reporting to the control plane: {type(exc).__name__}: {exc}", type="ControlPlaneUnavailable") from exc
+            raise ApplicationError(
+                f"reporting to the control plane: {type(exc).__name__}: {exc}", type="ControlPlaneUnavailable"
+            ) from exc
         log.info("reported %s %s for API %s", report.action, report.status, report.api_uuid)
         return ReportResult(http_status=status)

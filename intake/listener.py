@@ -104,7 +104,9 @@ class BrokerListener:
             except (StompException, OSError, TimeoutError) as exc:
                 if conn.is_connected():
                     await asyncio.to_thread(_disconnect_quietly, conn)
-                log.warning("cannot reach the broker at %s: %s; retrying in %.1fs", self._settings.broker_url, exc, delay)
+                log.warning(
+                    "cannot reach the broker at %s: %s; retrying in %.1fs", self._settings.broker_url, exc, delay
+                )
                 await _sleep_or_stop(stop, delay)
                 delay = min(delay * 2, self._settings.broker_reconnect_max_seconds) * random.uniform(0.8, 1.2)
                 continue

@@ -189,6 +189,8 @@ class ApplyResult(BaseModel):
 class PruneRequest(BaseModel):
     api: ApiRef
     keep: list[str] = Field(default_factory=list)
+    # ``Kind/name`` of what may be stale; None lists the API's resources in the cluster.
+    candidates: list[str] | None = None
 
 
 class PruneResult(BaseModel):

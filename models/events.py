@@ -181,7 +181,9 @@ def parse_message(body: str | bytes) -> EventBase | UnknownEvent:
 def encode_envelope(event_type: str, event: dict[str, Any], timestamp_ms: int) -> str:
     """The envelope the control plane publishes; used by the simulator and tests."""
     encoded = base64.b64encode(json.dumps(event).encode()).decode()
-    return json.dumps({"event": {"payloadData": {"eventType": event_type, "timeStamp": timestamp_ms, "event": encoded}}})
+    return json.dumps(
+        {"event": {"payloadData": {"eventType": event_type, "timeStamp": timestamp_ms, "event": encoded}}}
+    )
 
 
 ApiAction = Literal["converge", "remove"]

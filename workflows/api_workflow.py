@@ -9,6 +9,8 @@ the snapshot taken before it, reports FAILURE, and the workflow waits for an ope
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -39,6 +41,8 @@ with workflow.unsafe.imports_passed_through():
     from models.resources import resource_id
 
 T = TypeVar("T")
+A = TypeVar("A")
+B = TypeVar("B")
 
 TRANSLATION_ERRORS = frozenset({"BadArtifact", "Untranslatable"})
 LONG_STEP = timedelta(hours=1)
@@ -72,6 +76,16 @@ def _reason(err: ActivityError) -> tuple[str, str]:
     if isinstance(cause, TimeoutError):
         return f"{err.activity_type} timed out ({cause.type.name if cause.type else 'timeout'})", "Timeout"
     return str(cause or err), type(cause or err).__name__
+
+
+async def _together(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Run two steps concurrently; when either fails, raise the first failure in argument order
+    once both have finished (nothing is left running behind a compensation)."""
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results[0], results[1]  # type: ignore[return-value]
 
 
 @workflow.defn(name="ApiWorkflow")
@@ -153,16 +167,19 @@ class ApiWorkflow:
         snapshot: ResourceSet | None = None
         wrote = False
         try:
+            taking_snapshot = self._step("snapshot", "snapshot_api_resources", ResourceSet(api=api), ResourceSet)
             if event.removes_api:
-                desired = DesiredState(deployed=False)
+                desired, snapshot = DesiredState(deployed=False), await taking_snapshot
             else:
-                desired = await self._step("fetch", "fetch_desired_state", api, DesiredState)
+                # Independent reads: the control plane's answer and the cluster as it is now.
+                desired, snapshot = await _together(
+                    self._step("fetch", "fetch_desired_state", api, DesiredState), taking_snapshot
+                )
                 if desired.skip_reason:
                     self._finish(f"skipped: {desired.skip_reason}")
                     return
             revision = desired.revision_id
             action = "DEPLOY" if desired.deployed else "UNDEPLOY"
-            snapshot = await self._step("snapshot", "snapshot_api_resources", ResourceSet(api=api), ResourceSet)
             if not desired.deployed and not snapshot.resources:
                 note = ""
                 if event.action == "UNDEPLOY":
@@ -180,13 +197,22 @@ class ApiWorkflow:
                     "apply", "apply_api_resources", ResourceSet(api=api, resources=desired.resources), ApplyResult
                 )
                 keep = [resource_id(r) for r in desired.resources]
-                await self._step("prune", "prune_api_resources", PruneRequest(api=api, keep=keep), PruneResult)
+                before = [resource_id(r) for r in snapshot.resources]
                 assert applied.api_name is not None
-                ready = await self._step(
-                    "verify",
-                    "wait_until_accepted",
-                    ReadinessRequest(api_name=applied.api_name, applied=applied),
-                    ReadinessResult,
+                # What the new revision dropped is no part of what the gateway is asked to accept.
+                _, ready = await _together(
+                    self._step(
+                        "prune",
+                        "prune_api_resources",
+                        PruneRequest(api=api, keep=keep, candidates=before),
+                        PruneResult,
+                    ),
+                    self._step(
+                        "verify",
+                        "wait_until_accepted",
+                        ReadinessRequest(api_name=applied.api_name, applied=applied),
+                        ReadinessResult,
+                    ),
                 )
                 outcome = f"revision {revision} accepted: {ready.message}"
             else:
@@ -213,7 +239,9 @@ class ApiWorkflow:
         if snapshot is not None:
             s.phase, s.step = "rolling-back", "rollback"
             try:
-                await self._activity("restore_api_resources", snapshot, PruneResult, attempts=max(10, s.retry.max_attempts))
+                await self._activity(
+                    "restore_api_resources", snapshot, PruneResult, attempts=max(10, s.retry.max_attempts)
+                )
                 reason += "; the previous configuration was restored"
             except ActivityError as err:
                 message, _ = _reason(err)

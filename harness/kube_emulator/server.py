@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from .registry import Registry, ResourceType, load_registry
 from . import selectors as sel
+from .registry import Registry, ResourceType, load_registry
 from .selectors import SelectorError, combine, field_selector, field_selector_name, label_selector
 from .store import ApiError, Event, Obj, Store, Watcher, bad_request, now_rfc3339
 

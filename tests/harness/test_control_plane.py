@@ -23,6 +23,7 @@ import pytest
 import stomp
 import yaml
 
+from harness.activemq import ActiveMQ
 from harness.api_projects import (
     ApiProjectFiles,
     Deployment,
@@ -36,7 +37,6 @@ from harness.api_projects import (
     sample_project,
     with_changes,
 )
-from harness.activemq import ActiveMQ
 from harness.control_plane import ControlPlaneSimulator
 
 ARTIFACTS = "internal/data/v1/runtime-artifacts"
@@ -520,7 +520,12 @@ def test_deploy_and_undeploy_publish_envelopes(broker_sim: ControlPlaneSimulator
     assert event["eventId"] == event_id and event["type"] == "DEPLOY_API_IN_GATEWAY"
     assert event["timeStamp"] == payload["timeStamp"]
     assert event["tenantId"] == -1234 and event["tenantDomain"] == "carbon.super"
-    assert (event["uuid"], event["name"], event["version"], event["context"]) == (api.uuid, "Orders", "1.0.0", "/orders")
+    assert (event["uuid"], event["name"], event["version"], event["context"]) == (
+        api.uuid,
+        "Orders",
+        "1.0.0",
+        "/orders",
+    )
     assert event["gatewayLabels"] == ["Default"] and event["apiType"] == "HTTP"
 
     broker_sim.undeploy(api.uuid, labels=["Default"])

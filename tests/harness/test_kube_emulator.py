@@ -63,21 +63,25 @@ def apis(dyn: DynamicClient) -> Any:
 
 
 def api_body(name: str, api_name: str = "Pets", labels: dict[str, str] | None = None, **spec: Any) -> dict:
-    return {"apiVersion": API_V, "kind": "API",
-            "metadata": {"name": name, "namespace": NS, "labels": labels or {"team": "a"}},
-            "spec": {"apiName": api_name, "apiVersion": "1.0", "basePath": "/pets/1.0", **spec}}
+    return {
+        "apiVersion": API_V,
+        "kind": "API",
+        "metadata": {"name": name, "namespace": NS, "labels": labels or {"team": "a"}},
+        "spec": {"apiName": api_name, "apiVersion": "1.0", "basePath": "/pets/1.0", **spec},
+    }
 
 
 def apply(apis: Any, body: dict, manager: str = "gateway-agent", force: bool = True) -> Any:
-    return apis.server_side_apply(body=body, name=body["metadata"]["name"], namespace=NS,
-                                  field_manager=manager, force_conflicts=force)
+    return apis.server_side_apply(
+        body=body, name=body["metadata"]["name"], namespace=NS, field_manager=manager, force_conflicts=force
+    )
 
 
-def http(emulator: KubeEmulator, method: str, path: str, body: Any = None,
-         content_type: str = "application/json") -> tuple[int, Any]:
+def http(
+    emulator: KubeEmulator, method: str, path: str, body: Any = None, content_type: str = "application/json"
+) -> tuple[int, Any]:
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    req = urllib.request.Request(emulator.url + path, data=data, method=method,
-                                 headers={"Content-Type": content_type})
+    req = urllib.request.Request(emulator.url + path, data=data, method=method, headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.status, json.loads(resp.read() or b"null")
@@ -95,8 +99,9 @@ def wait_for(predicate: Any, timeout: float = 3.0) -> Any:
 
 
 def configmap(name: str, labels: dict[str, str] | None = None, **data: str) -> kubernetes.client.V1ConfigMap:
-    return kubernetes.client.V1ConfigMap(metadata=kubernetes.client.V1ObjectMeta(name=name, labels=labels),
-                                         data=data or None)
+    return kubernetes.client.V1ConfigMap(
+        metadata=kubernetes.client.V1ObjectMeta(name=name, labels=labels), data=data or None
+    )
 
 
 # ---- discovery -----------------------------------------------------------------------------------------
@@ -133,8 +138,12 @@ def test_create_sets_server_metadata_and_duplicate_is_409(emulator: KubeEmulator
     body = json.loads(err.value.body)
     assert (body["kind"], body["status"], body["reason"]) == ("Status", "Failure", "AlreadyExists")
     assert body["details"] == {"name": "pets", "kind": "apis", "group": "dp.wso2.com"}
-    status, raw = http(emulator, "POST", f"/api/v1/namespaces/{NS}/configmaps",
-                       {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "raw"}})
+    status, raw = http(
+        emulator,
+        "POST",
+        f"/api/v1/namespaces/{NS}/configmaps",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "raw"}},
+    )
     assert status == 201 and raw["metadata"]["namespace"] == NS
 
 
@@ -143,28 +152,38 @@ def test_missing_object_is_404_with_status_body(core: kubernetes.client.CoreV1Ap
         core.read_namespaced_config_map("missing", NS)
     body = json.loads(err.value.body)
     assert err.value.status == 404
-    assert body == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 404,
-                    "reason": "NotFound", "message": 'configmaps "missing" not found',
-                    "details": {"name": "missing", "kind": "configmaps"}}
+    assert body == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "code": 404,
+        "reason": "NotFound",
+        "message": 'configmaps "missing" not found',
+        "details": {"name": "missing", "kind": "configmaps"},
+    }
     with pytest.raises(kubernetes.dynamic.exceptions.NotFoundError):
         apis.get(name="missing", namespace=NS)
 
 
 def test_invalid_names_and_mismatched_kind_are_rejected(emulator: KubeEmulator, apis: Any) -> None:
     for name in ("", "Bad_Name", "x" * 254):
-        status, body = http(emulator, "POST", f"/apis/{API_V}/namespaces/{NS}/apis",
-                            {**api_body(name), "metadata": {"name": name}})
+        status, body = http(
+            emulator, "POST", f"/apis/{API_V}/namespaces/{NS}/apis", {**api_body(name), "metadata": {"name": name}}
+        )
         assert (status, body["reason"], body["details"]["causes"][0]["field"]) == (422, "Invalid", "metadata.name")
     status, body = http(emulator, "POST", f"/apis/{API_V}/namespaces/{NS}/apis", {**api_body("x"), "kind": "Backend"})
     assert (status, body["reason"]) == (400, "BadRequest") and "kind" in body["message"]
-    status, body = http(emulator, "POST", f"/apis/{API_V}/namespaces/{NS}/apis",
-                        {**api_body("x"), "apiVersion": "dp.wso2.com/v1alpha2"})
+    status, body = http(
+        emulator, "POST", f"/apis/{API_V}/namespaces/{NS}/apis", {**api_body("x"), "apiVersion": "dp.wso2.com/v1alpha2"}
+    )
     assert status == 400 and "API version" in body["message"]
     assert emulator.objects("API") == []
 
 
-def test_list_envelope_label_and_field_selectors(emulator: KubeEmulator, core: kubernetes.client.CoreV1Api,
-                                                 dyn: DynamicClient) -> None:
+def test_list_envelope_label_and_field_selectors(
+    emulator: KubeEmulator, core: kubernetes.client.CoreV1Api, dyn: DynamicClient
+) -> None:
     core.create_namespace(kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name="other")))
     for name, labels in [("a", {"app": "x", "tier": "web"}), ("b", {"app": "y"}), ("c", {"app": "z", "tier": "db"})]:
         core.create_namespaced_config_map(NS, configmap(name, labels))
@@ -182,7 +201,11 @@ def test_list_envelope_label_and_field_selectors(emulator: KubeEmulator, core: k
     everywhere = dyn.resources.get(api_version="v1", kind="ConfigMap").get(label_selector="app=x")
     assert sorted((i.metadata.namespace, i.metadata.name) for i in everywhere.items) == [(NS, "a"), ("other", "d")]
     status, raw = http(emulator, "GET", f"/api/v1/namespaces/{NS}/configmaps?labelSelector=app%3Dy")
-    assert (raw["kind"], raw["apiVersion"], int(raw["metadata"]["resourceVersion"]) > 0) == ("ConfigMapList", "v1", True)
+    assert (raw["kind"], raw["apiVersion"], int(raw["metadata"]["resourceVersion"]) > 0) == (
+        "ConfigMapList",
+        "v1",
+        True,
+    )
     assert (raw["items"][0]["kind"], raw["items"][0]["apiVersion"]) == ("ConfigMap", "v1")
     assert http(emulator, "GET", f"/api/v1/namespaces/{NS}/configmaps?fieldSelector=data.x%3D1")[0] == 400
     assert [o["metadata"]["name"] for o in emulator.objects("ConfigMap", label_selector="app=x")] == ["a", "d"]
@@ -199,15 +222,20 @@ def test_list_pages_with_limit_and_continue(core: kubernetes.client.CoreV1Api) -
 
 def test_custom_objects_api_round_trip(api_client: kubernetes.client.ApiClient) -> None:
     custom = kubernetes.client.CustomObjectsApi(api_client)
-    route = {"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "HTTPRoute",
-             "metadata": {"name": "pets-prod"}, "spec": {"hostnames": ["pets.example.com"]}}
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1beta1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "pets-prod"},
+        "spec": {"hostnames": ["pets.example.com"]},
+    }
     created = custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1beta1", NS, "httproutes", route)
     assert created["metadata"]["generation"] == 1
     as_v1 = custom.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", NS, "httproutes", "pets-prod")
     assert as_v1["apiVersion"] == "gateway.networking.k8s.io/v1" and as_v1["spec"] == route["spec"]
     status = {"status": {"parents": [{"conditions": [{"type": "Accepted", "status": "True"}]}]}}
-    patched = custom.patch_namespaced_custom_object_status("gateway.networking.k8s.io", "v1", NS, "httproutes",
-                                                           "pets-prod", status)
+    patched = custom.patch_namespaced_custom_object_status(
+        "gateway.networking.k8s.io", "v1", NS, "httproutes", "pets-prod", status
+    )
     assert patched["status"] == status["status"] and patched["metadata"]["generation"] == 1
     listed = custom.list_cluster_custom_object("gateway.networking.k8s.io", "v1", "httproutes")
     assert listed["kind"] == "HTTPRouteList" and [i["metadata"]["name"] for i in listed["items"]] == ["pets-prod"]
@@ -241,11 +269,15 @@ def test_update_conflicts_on_stale_rv_and_bumps_generation_only_for_spec(apis: A
 
 
 def test_status_subresource_is_kept_apart_from_spec(apis: Any) -> None:
-    created = apis.create(body={**api_body("pets"), "status": {"deploymentStatus": {"accepted": True}}},
-                          namespace=NS).to_dict()
+    created = apis.create(
+        body={**api_body("pets"), "status": {"deploymentStatus": {"accepted": True}}}, namespace=NS
+    ).to_dict()
     assert "status" not in created
-    with_status = {**created, "status": {"deploymentStatus": {"accepted": True, "status": "CREATED"}},
-                   "spec": {**created["spec"], "apiName": "Ignored"}}
+    with_status = {
+        **created,
+        "status": {"deploymentStatus": {"accepted": True, "status": "CREATED"}},
+        "spec": {**created["spec"], "apiName": "Ignored"},
+    }
     after = apis.status.replace(body=with_status, namespace=NS).to_dict()
     assert after["status"]["deploymentStatus"]["status"] == "CREATED"
     assert after["spec"]["apiName"] == "Pets"
@@ -258,31 +290,51 @@ def test_status_subresource_is_kept_apart_from_spec(apis: Any) -> None:
     replaced = apis.replace(body=main_write, namespace=NS).to_dict()
     assert replaced["status"]["deploymentStatus"]["accepted"] is True
     assert (replaced["spec"]["apiName"], replaced["metadata"]["generation"]) == ("Renamed", 2)
-    patched = apis.status.patch(body={"status": {"deploymentStatus": {"message": "m"}}}, name="pets",
-                                namespace=NS, content_type="application/merge-patch+json").to_dict()
+    patched = apis.status.patch(
+        body={"status": {"deploymentStatus": {"message": "m"}}},
+        name="pets",
+        namespace=NS,
+        content_type="application/merge-patch+json",
+    ).to_dict()
     assert patched["status"]["deploymentStatus"] == {"accepted": True, "status": "CREATED", "message": "m"}
     assert patched["metadata"]["generation"] == 2
 
 
 def test_merge_json_and_strategic_patches(emulator: KubeEmulator, apis: Any, core: kubernetes.client.CoreV1Api) -> None:
     apis.create(body=api_body("pets", labels={"team": "a", "drop": "me"}), namespace=NS)
-    merged = apis.patch(body={"metadata": {"labels": {"drop": None}}, "spec": {"basePath": "/p"}}, name="pets",
-                        namespace=NS, content_type="application/merge-patch+json").to_dict()
+    merged = apis.patch(
+        body={"metadata": {"labels": {"drop": None}}, "spec": {"basePath": "/p"}},
+        name="pets",
+        namespace=NS,
+        content_type="application/merge-patch+json",
+    ).to_dict()
     assert merged["metadata"]["labels"] == {"team": "a"} and merged["spec"]["basePath"] == "/p"
     assert merged["metadata"]["generation"] == 2
-    ops = [{"op": "test", "path": "/spec/apiName", "value": "Pets"},
-           {"op": "add", "path": "/spec/production", "value": [{"routeRefs": ["r1"]}]},
-           {"op": "add", "path": "/spec/production/0/routeRefs/-", "value": "r2"}]
+    ops = [
+        {"op": "test", "path": "/spec/apiName", "value": "Pets"},
+        {"op": "add", "path": "/spec/production", "value": [{"routeRefs": ["r1"]}]},
+        {"op": "add", "path": "/spec/production/0/routeRefs/-", "value": "r2"},
+    ]
     patched = apis.patch(body=ops, name="pets", namespace=NS, content_type="application/json-patch+json").to_dict()
     assert patched["spec"]["production"] == [{"routeRefs": ["r1", "r2"]}]
-    status, body = http(emulator, "PATCH", f"/apis/{API_V}/namespaces/{NS}/apis/pets",
-                        [{"op": "test", "path": "/spec/apiName", "value": "Nope"}], "application/json-patch+json")
+    status, body = http(
+        emulator,
+        "PATCH",
+        f"/apis/{API_V}/namespaces/{NS}/apis/pets",
+        [{"op": "test", "path": "/spec/apiName", "value": "Nope"}],
+        "application/json-patch+json",
+    )
     assert (status, body["reason"]) == (422, "Invalid")
     core.create_namespaced_config_map(NS, configmap("cm", a="1"))
     result = core.patch_namespaced_config_map("cm", NS, {"data": {"b": "2"}})  # strategic merge by default
     assert result.data == {"a": "1", "b": "2"}
-    stale = http(emulator, "PATCH", f"/api/v1/namespaces/{NS}/configmaps/cm",
-                 {"metadata": {"resourceVersion": "1"}, "data": {"c": "3"}}, "application/merge-patch+json")
+    stale = http(
+        emulator,
+        "PATCH",
+        f"/api/v1/namespaces/{NS}/configmaps/cm",
+        {"metadata": {"resourceVersion": "1"}, "data": {"c": "3"}},
+        "application/merge-patch+json",
+    )
     assert stale[0] == 409
 
 
@@ -291,35 +343,65 @@ def test_merge_json_and_strategic_patches(emulator: KubeEmulator, apis: Any, cor
 
 def test_apply_creates_records_managed_fields_and_noop_keeps_rv(emulator: KubeEmulator, apis: Any) -> None:
     body = api_body("pets", production=[{"routeRefs": ["r1"]}])
-    status, raw = http(emulator, "PATCH", f"/apis/{API_V}/namespaces/{NS}/apis/pets?fieldManager=gateway-agent",
-                       body, "application/apply-patch+yaml")
+    status, raw = http(
+        emulator,
+        "PATCH",
+        f"/apis/{API_V}/namespaces/{NS}/apis/pets?fieldManager=gateway-agent",
+        body,
+        "application/apply-patch+yaml",
+    )
     assert status == 201
     entry = raw["metadata"]["managedFields"][0]
     assert {k: entry[k] for k in ("manager", "operation", "apiVersion", "fieldsType")} == {
-        "manager": "gateway-agent", "operation": "Apply", "apiVersion": API_V, "fieldsType": "FieldsV1"}
-    assert entry["fieldsV1"] == {"f:metadata": {"f:labels": {"f:team": {}}},
-                                 "f:spec": {"f:apiName": {}, "f:apiVersion": {}, "f:basePath": {},
-                                            "f:production": {}}}
+        "manager": "gateway-agent",
+        "operation": "Apply",
+        "apiVersion": API_V,
+        "fieldsType": "FieldsV1",
+    }
+    assert entry["fieldsV1"] == {
+        "f:metadata": {"f:labels": {"f:team": {}}},
+        "f:spec": {"f:apiName": {}, "f:apiVersion": {}, "f:basePath": {}, "f:production": {}},
+    }
     again = apply(apis, body).to_dict()
     assert again["metadata"]["resourceVersion"] == raw["metadata"]["resourceVersion"]
     assert again["metadata"]["managedFields"] == raw["metadata"]["managedFields"]
     yaml_body = b"apiVersion: dp.wso2.com/v1alpha3\nkind: API\nmetadata:\n  name: pets\nspec:\n  basePath: /v2\n"
-    status, raw = http(emulator, "PATCH", f"/apis/{API_V}/namespaces/{NS}/apis/pets?fieldManager=other",
-                       yaml_body, "application/apply-patch+yaml")
+    status, raw = http(
+        emulator,
+        "PATCH",
+        f"/apis/{API_V}/namespaces/{NS}/apis/pets?fieldManager=other",
+        yaml_body,
+        "application/apply-patch+yaml",
+    )
     assert status == 409 and raw["reason"] == "Conflict"
 
 
 def test_apply_conflicts_force_and_removes_fields_no_longer_applied(apis: Any) -> None:
     apply(apis, api_body("pets", labels={"team": "a", "shared": "s", "old": "o"}, isDefaultVersion=True))
-    apply(apis, {"apiVersion": API_V, "kind": "API", "metadata": {"name": "pets", "labels": {"shared": "s"}}},
-          manager="ops")
+    apply(
+        apis,
+        {"apiVersion": API_V, "kind": "API", "metadata": {"name": "pets", "labels": {"shared": "s"}}},
+        manager="ops",
+    )
     with pytest.raises(kubernetes.dynamic.exceptions.ConflictError) as err:
-        apply(apis, {"apiVersion": API_V, "kind": "API", "metadata": {"name": "pets"},
-                     "spec": {"basePath": "/hijack"}}, manager="ops", force=False)
+        apply(
+            apis,
+            {"apiVersion": API_V, "kind": "API", "metadata": {"name": "pets"}, "spec": {"basePath": "/hijack"}},
+            manager="ops",
+            force=False,
+        )
     message = json.loads(err.value.body)["message"]
     assert 'conflict with "gateway-agent"' in message and ".spec.basePath" in message
-    forced = apply(apis, {"apiVersion": API_V, "kind": "API", "metadata": {"name": "pets", "labels": {"shared": "s"}},
-                          "spec": {"basePath": "/hijack"}}, manager="ops").to_dict()
+    forced = apply(
+        apis,
+        {
+            "apiVersion": API_V,
+            "kind": "API",
+            "metadata": {"name": "pets", "labels": {"shared": "s"}},
+            "spec": {"basePath": "/hijack"},
+        },
+        manager="ops",
+    ).to_dict()
     owners = {m["manager"]: m["fieldsV1"] for m in forced["metadata"]["managedFields"]}
     assert "f:basePath" in owners["ops"]["f:spec"] and "f:basePath" not in owners["gateway-agent"]["f:spec"]
     slimmer = api_body("pets", labels={"team": "a"})
@@ -331,8 +413,9 @@ def test_apply_conflicts_force_and_removes_fields_no_longer_applied(apis: Any) -
 
 
 def test_apply_without_field_manager_is_400(emulator: KubeEmulator) -> None:
-    status, body = http(emulator, "PATCH", f"/apis/{API_V}/namespaces/{NS}/apis/pets", api_body("pets"),
-                        "application/apply-patch+yaml")
+    status, body = http(
+        emulator, "PATCH", f"/apis/{API_V}/namespaces/{NS}/apis/pets", api_body("pets"), "application/apply-patch+yaml"
+    )
     assert status == 400 and "fieldManager is required" in body["message"]
 
 
@@ -345,8 +428,11 @@ def test_non_apply_writes_record_update_managers(core: kubernetes.client.CoreV1A
 
 
 def test_secret_string_data_is_folded_into_data(core: kubernetes.client.CoreV1Api) -> None:
-    secret = kubernetes.client.V1Secret(metadata=kubernetes.client.V1ObjectMeta(name="creds"),
-                                        string_data={"password": "s3cret"}, data={"user": "YWRtaW4="})
+    secret = kubernetes.client.V1Secret(
+        metadata=kubernetes.client.V1ObjectMeta(name="creds"),
+        string_data={"password": "s3cret"},
+        data={"user": "YWRtaW4="},
+    )
     created = core.create_namespaced_secret(NS, secret)
     assert created.string_data is None and created.type == "Opaque"
     assert base64.b64decode(created.data["password"]) == b"s3cret" and created.data["user"] == "YWRtaW4="
@@ -391,8 +477,12 @@ def test_namespaced_watch_gets_live_status_modification_promptly(emulator: KubeE
     events, thread = _watch_in_thread(apis, namespace=NS, name="pets", resource_version=rv, timeout=1)
     wait_for(lambda: any("watch=true" in p for _, p in emulator.request_log))
     started = time.monotonic()
-    apis.status.patch(body={"status": {"deploymentStatus": {"accepted": True}}}, name="pets", namespace=NS,
-                      content_type="application/merge-patch+json")
+    apis.status.patch(
+        body={"status": {"deploymentStatus": {"accepted": True}}},
+        name="pets",
+        namespace=NS,
+        content_type="application/merge-patch+json",
+    )
     etype, obj = events.get(timeout=2)
     assert time.monotonic() - started < 0.5
     assert etype == "MODIFIED" and obj["status"]["deploymentStatus"]["accepted"] is True
@@ -404,12 +494,20 @@ def test_namespaced_watch_gets_live_status_modification_promptly(emulator: KubeE
 def test_watch_replays_from_resource_version_filters_and_times_out(apis: Any) -> None:
     first = apis.create(body=api_body("a", labels={"team": "a"}), namespace=NS).to_dict()
     apis.create(body=api_body("b", labels={"team": "b"}), namespace=NS)
-    apis.patch(body={"metadata": {"labels": {"team": "b"}}}, name="a", namespace=NS,
-               content_type="application/merge-patch+json")
+    apis.patch(
+        body={"metadata": {"labels": {"team": "b"}}},
+        name="a",
+        namespace=NS,
+        content_type="application/merge-patch+json",
+    )
     apis.delete(name="b", namespace=NS)
     started = time.monotonic()
-    seen = [(e["type"], e["object"].metadata.name) for e in apis.watch(
-        namespace=NS, label_selector="team=b", resource_version=first["metadata"]["resourceVersion"], timeout=1)]
+    seen = [
+        (e["type"], e["object"].metadata.name)
+        for e in apis.watch(
+            namespace=NS, label_selector="team=b", resource_version=first["metadata"]["resourceVersion"], timeout=1
+        )
+    ]
     assert seen == [("ADDED", "b"), ("ADDED", "a"), ("DELETED", "b")]  # "a" entering the selector is ADDED
     assert 0.9 < time.monotonic() - started < 3
     initial = [(e["type"], e["object"].metadata.name) for e in apis.watch(namespace=NS, timeout=0.2)]
@@ -421,8 +519,12 @@ def test_watch_from_too_old_resource_version_is_410(emulator: KubeEmulator, apis
     emulator.store.history_limit = 3
     first = apis.create(body=api_body("a"), namespace=NS).to_dict()
     for i in range(5):
-        apis.patch(body={"metadata": {"labels": {"n": str(i)}}}, name="a", namespace=NS,
-                   content_type="application/merge-patch+json")
+        apis.patch(
+            body={"metadata": {"labels": {"n": str(i)}}},
+            name="a",
+            namespace=NS,
+            content_type="application/merge-patch+json",
+        )
     with pytest.raises(ApiException) as err:
         list(apis.watch(namespace=NS, resource_version=first["metadata"]["resourceVersion"], timeout=1))
     assert err.value.status == 410
@@ -439,8 +541,9 @@ def deployment_status(emulator: KubeEmulator, name: str) -> dict | None:
 def test_gateway_operator_writes_created_then_updated_status(emulator: KubeEmulator, apis: Any) -> None:
     emulator.gateway_operator = True
     created = apply(apis, api_body("pets")).to_dict()
-    events, thread = _watch_in_thread(apis, namespace=NS, resource_version=created["metadata"]["resourceVersion"],
-                                      timeout=1)
+    events, thread = _watch_in_thread(
+        apis, namespace=NS, resource_version=created["metadata"]["resourceVersion"], timeout=1
+    )
     status = wait_for(lambda: deployment_status(emulator, "pets"))
     assert status["accepted"] is True and status["status"] == "CREATED"
     assert status["message"] == "API is deployed to the gateway."
@@ -454,7 +557,9 @@ def test_gateway_operator_writes_created_then_updated_status(emulator: KubeEmula
     settled = emulator.get_object("API", NS, "pets")
     apply(apis, api_body("pets", basePath="/pets/3"))  # no-op apply: nothing for the operator to do
     time.sleep(0.2)
-    assert emulator.get_object("API", NS, "pets")["metadata"]["resourceVersion"] == settled["metadata"]["resourceVersion"]
+    assert (
+        emulator.get_object("API", NS, "pets")["metadata"]["resourceVersion"] == settled["metadata"]["resourceVersion"]
+    )
     thread.join(timeout=3)
 
 
@@ -472,15 +577,21 @@ def test_gateway_operator_off_gives_no_status_and_rejects_say_not_accepted(emula
 # ---- faults and HTTP controls ---------------------------------------------------------------------------
 
 
-def test_injected_faults_fail_matching_requests(emulator: KubeEmulator, core: kubernetes.client.CoreV1Api,
-                                                apis: Any) -> None:
-    emulator.inject_fault(verb="create", kind="ConfigMap", status=503, reason="ServiceUnavailable",
-                          message="etcd is sad", times=1)
+def test_injected_faults_fail_matching_requests(
+    emulator: KubeEmulator, core: kubernetes.client.CoreV1Api, apis: Any
+) -> None:
+    emulator.inject_fault(
+        verb="create", kind="ConfigMap", status=503, reason="ServiceUnavailable", message="etcd is sad", times=1
+    )
     with pytest.raises(ApiException) as err:
         core.create_namespaced_config_map(NS, configmap("cm"))
     body = json.loads(err.value.body)
     assert (err.value.status, body["reason"], body["message"], body["kind"]) == (
-        503, "ServiceUnavailable", "etcd is sad", "Status")
+        503,
+        "ServiceUnavailable",
+        "etcd is sad",
+        "Status",
+    )
     assert emulator.objects("ConfigMap", NS) == []
     core.create_namespaced_config_map(NS, configmap("cm"))  # times=1: the fault is used up
     emulator.inject_fault(verb="apply", kind="API", name="pets", status=500)
@@ -494,8 +605,12 @@ def test_injected_faults_fail_matching_requests(emulator: KubeEmulator, core: ku
 
 
 def test_http_control_endpoints(emulator: KubeEmulator, core: kubernetes.client.CoreV1Api, apis: Any) -> None:
-    status, body = http(emulator, "POST", "/_emulator/faults", {"verb": "get", "kind": "ConfigMap", "status": 429,
-                                                                "reason": "TooManyRequests"})
+    status, body = http(
+        emulator,
+        "POST",
+        "/_emulator/faults",
+        {"verb": "get", "kind": "ConfigMap", "status": 429, "reason": "TooManyRequests"},
+    )
     assert status == 201 and body["id"]
     with pytest.raises(ApiException) as err:
         core.read_namespaced_config_map("x", NS)
@@ -508,8 +623,10 @@ def test_http_control_endpoints(emulator: KubeEmulator, core: kubernetes.client.
     assert status == 200 and body["enabled"] and emulator.operator_delay == 0.01
     apply(apis, api_body("pets"))
     assert wait_for(lambda: deployment_status(emulator, "pets"))["accepted"] is True
-    assert ("PATCH", f"/apis/{API_V}/namespaces/{NS}/apis/pets?fieldManager=gateway-agent&force=true") in \
-        emulator.request_log
+    assert (
+        "PATCH",
+        f"/apis/{API_V}/namespaces/{NS}/apis/pets?fieldManager=gateway-agent&force=true",
+    ) in emulator.request_log
 
 
 def test_thousands_of_objects_stay_fast(emulator: KubeEmulator, core: kubernetes.client.CoreV1Api) -> None:
@@ -521,9 +638,22 @@ def test_thousands_of_objects_stay_fast(emulator: KubeEmulator, core: kubernetes
 
 def test_runs_as_a_process_and_stops_on_sigterm(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.kube_emulator", "--port", "0", "--gateway-operator",
-                             "--kubeconfig", str(kubeconfig)], cwd=REPO, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness.kube_emulator",
+            "--port",
+            "0",
+            "--gateway-operator",
+            "--kubeconfig",
+            str(kubeconfig),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()

@@ -100,7 +100,13 @@ def control_plane(broker: ActiveMQ, topic: str) -> Iterator[ControlPlaneSimulato
 
 
 @pytest.fixture
-def settings(namespace: str, topic: str, broker: ActiveMQ, control_plane: ControlPlaneSimulator, temporal_env: WorkflowEnvironment) -> Settings:
+def settings(
+    namespace: str,
+    topic: str,
+    broker: ActiveMQ,
+    control_plane: ControlPlaneSimulator,
+    temporal_env: WorkflowEnvironment,
+) -> Settings:
     suffix = uuid.uuid4().hex[:8]
     return Settings(
         temporal_address=temporal_env.client.service_client.config.target_host,
@@ -152,6 +158,8 @@ async def running_agent(
 
 
 @pytest.fixture
-async def agent(settings: Settings, temporal_client: Client, kube_api_client: k8s_client.ApiClient) -> AsyncIterator[RunningAgent]:
+async def agent(
+    settings: Settings, temporal_client: Client, kube_api_client: k8s_client.ApiClient
+) -> AsyncIterator[RunningAgent]:
     async with running_agent(settings, temporal_client, kube_api_client) as running:
         yield running

@@ -108,7 +108,9 @@ async def test_a_stale_remove_after_a_deploy_removes_nothing(
     before = api_resources(kube, agent.settings.namespace, ORG, project.uuid)
 
     # The control plane still has the API deployed: this REMOVE is stale.
-    control_plane.publish("REMOVE_API_FROM_GATEWAY", control_plane.api_event_fields(project.uuid, "REMOVE_API_FROM_GATEWAY"))
+    control_plane.publish(
+        "REMOVE_API_FROM_GATEWAY", control_plane.api_event_fields(project.uuid, "REMOVE_API_FROM_GATEWAY")
+    )
     status = await settled_status(agent.client, ORG, project.uuid, processed=2)
 
     assert status.phase == "idle" and status.deployed

@@ -21,7 +21,9 @@ from tests.integration.test_api_deployment import ORG, new_api, wait_report
 
 
 def events_counted(event_type: str, outcome: str) -> float:
-    return REGISTRY.get_sample_value("gateway_agent_events_total", {"event_type": event_type, "outcome": outcome}) or 0.0
+    return (
+        REGISTRY.get_sample_value("gateway_agent_events_total", {"event_type": event_type, "outcome": outcome}) or 0.0
+    )
 
 
 def read_dead_letters(broker: ActiveMQ, destination: str, count: int, timeout: float = 10.0) -> list[tuple[dict, str]]:
@@ -47,7 +49,9 @@ async def test_a_malformed_message_is_dead_lettered_with_its_reason_and_blocks_n
 ) -> None:
     before = events_counted("malformed", "dead-lettered")
     control_plane.publish_raw("{this is not json")
-    control_plane.publish_raw('{"event": {"payloadData": {"eventType": "DEPLOY_API_IN_GATEWAY", "timeStamp": 1, "event": "bm90IGpzb24="}}}')
+    control_plane.publish_raw(
+        '{"event": {"payloadData": {"eventType": "DEPLOY_API_IN_GATEWAY", "timeStamp": 1, "event": "bm90IGpzb24="}}}'
+    )
     project = new_api()
     control_plane.deploy(project)
 

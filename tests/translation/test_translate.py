@@ -173,7 +173,16 @@ class TestApi:
             ],
         )
         kinds = {r["kind"] for r in translate(data)}
-        assert kinds == {"ConfigMap", "Backend", "Authentication", "HTTPRoute", "API", "Scope", "RateLimitPolicy", "APIPolicy"}
+        assert kinds == {
+            "ConfigMap",
+            "Backend",
+            "Authentication",
+            "HTTPRoute",
+            "API",
+            "Scope",
+            "RateLimitPolicy",
+            "APIPolicy",
+        }
 
 
 class TestRoutes:

@@ -33,7 +33,11 @@ def test_deploy_event_parses_with_its_fields() -> None:
     event = parse_message(encode_envelope("DEPLOY_API_IN_GATEWAY", DEPLOY, 1764236400123))
     assert isinstance(event, ApiGatewayEvent)
     assert (event.uuid, event.name, event.gateway_labels, event.organization) == (
-        "0b3e-uuid", "PizzaShack", ["Default"], "carbon.super")
+        "0b3e-uuid",
+        "PizzaShack",
+        ["Default"],
+        "carbon.super",
+    )
 
 
 def test_float_timestamps_are_accepted() -> None:
@@ -71,14 +75,25 @@ def test_subscription_event_accepts_aliases() -> None:
         ("[1, 2]", "not a control-plane envelope"),
         ('{"event": {"payloadData": {"eventType": "DEPLOY_API_IN_GATEWAY"}}}', "not a control-plane envelope"),
         (
-            json.dumps({"event": {"payloadData": {"eventType": "DEPLOY_API_IN_GATEWAY", "timeStamp": 1, "event": "%%%"}}}),
+            json.dumps(
+                {"event": {"payloadData": {"eventType": "DEPLOY_API_IN_GATEWAY", "timeStamp": 1, "event": "%%%"}}}
+            ),
             "not base64-encoded JSON",
         ),
         (encode_envelope("DEPLOY_API_IN_GATEWAY", {k: v for k, v in DEPLOY.items() if k != "uuid"}, 1), "uuid"),
         (encode_envelope("DEPLOY_API_IN_GATEWAY", {**DEPLOY, "type": "API_DELETE"}, 1), "envelope says"),
         (
-            json.dumps({"event": {"payloadData": {"eventType": "API_UPDATE", "timeStamp": 1,
-                                                  "event": base64.b64encode(b'"text"').decode()}}}),
+            json.dumps(
+                {
+                    "event": {
+                        "payloadData": {
+                            "eventType": "API_UPDATE",
+                            "timeStamp": 1,
+                            "event": base64.b64encode(b'"text"').decode(),
+                        }
+                    }
+                }
+            ),
             "not a JSON object",
         ),
     ],

@@ -5,10 +5,20 @@ import pytest
 from activities.cluster import readiness_verdict, strip_server_fields
 from models.api_workflow import ApplyResult
 
-OLD = {"accepted": True, "status": "CREATED", "message": "API is deployed to the gateway.",
-       "transitionTime": "2026-11-27T12:00:00Z", "events": ["a"]}
+OLD = {
+    "accepted": True,
+    "status": "CREATED",
+    "message": "API is deployed to the gateway.",
+    "transitionTime": "2026-11-27T12:00:00Z",
+    "events": ["a"],
+}
 NEW = {**OLD, "status": "UPDATED", "events": ["a", "b"]}
-REJECTED = {"accepted": False, "status": "Invalid", "message": "backend missing", "transitionTime": "2026-11-27T12:00:00Z"}
+REJECTED = {
+    "accepted": False,
+    "status": "Invalid",
+    "message": "backend missing",
+    "transitionTime": "2026-11-27T12:00:00Z",
+}
 
 
 def api(status: dict | None) -> dict:
@@ -28,19 +38,32 @@ def api(status: dict | None) -> dict:
     ],
 )
 def test_readiness_verdict(changed: bool, at_apply: dict | None, now: dict | None, verdict: object) -> None:
-    applied = ApplyResult(applied=["API/a"], api_name="a", api_resource_version="9", api_changed=changed,
-                          api_status_at_apply=at_apply)
+    applied = ApplyResult(
+        applied=["API/a"], api_name="a", api_resource_version="9", api_changed=changed, api_status_at_apply=at_apply
+    )
     assert readiness_verdict(api(now), applied) == verdict
 
 
 def test_strip_server_fields_keeps_what_the_agent_applies() -> None:
     live = {
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "n", "namespace": "ns", "uid": "u", "resourceVersion": "3", "labels": {"a": "b"},
-                     "managedFields": [{}], "creationTimestamp": "t", "annotations": {}},
-        "data": {"k": "v"}, "status": {"x": 1},
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "n",
+            "namespace": "ns",
+            "uid": "u",
+            "resourceVersion": "3",
+            "labels": {"a": "b"},
+            "managedFields": [{}],
+            "creationTimestamp": "t",
+            "annotations": {},
+        },
+        "data": {"k": "v"},
+        "status": {"x": 1},
     }
     assert strip_server_fields(live) == {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "n", "namespace": "ns", "labels": {"a": "b"}},
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "n", "namespace": "ns", "labels": {"a": "b"}},
         "data": {"k": "v"},
     }
