@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +50,14 @@ def project(index: int):  # noqa: ANN201 - the harness's ApiProjectFiles
     )
 
 
+async def wait_for_file(path: Path, timeout: float = 30.0) -> None:
+    deadline = time.perf_counter() + timeout
+    while not path.exists():
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{path} did not appear")
+        await asyncio.sleep(0.05)
+
+
 async def wait_reports(cp: ControlPlaneSimulator, uuids: set[str], timeout: float) -> dict[str, float]:
     """Arrival time of the first SUCCESS report of each API."""
     arrived: dict[str, float] = {}
@@ -75,14 +84,32 @@ async def main() -> None:
     parser.add_argument("--burst", type=int, default=200, help="APIs published at once")
     parser.add_argument("--operator-delay", type=float, default=0.0, help="the emulated gateway's reaction time")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between the latency samples' events")
+    parser.add_argument(
+        "--emulator-process",
+        action="store_true",
+        help="run the API-server emulator in its own process, as a real API server would be",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="e2e-bench-"))
     broker = ActiveMQ(work / "activemq", port=free_port())
     broker.start()
-    kube = KubeEmulator(gateway_operator=True, operator_delay=args.operator_delay)
-    kube.start()
-    api_client = k8s_config.new_client_from_config(config_file=str(kube.write_kubeconfig(work / "kubeconfig")))
+    kubeconfig = work / "kubeconfig"
+    if args.emulator_process:
+        port = free_port()
+        emulator = subprocess.Popen(
+            [sys.executable, "-m", "harness.kube_emulator", "--port", str(port), "--gateway-operator",
+             "--operator-delay", str(args.operator_delay), "--kubeconfig", str(kubeconfig)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        await wait_for_file(kubeconfig)
+        stop_emulator = emulator.terminate
+    else:
+        kube = KubeEmulator(gateway_operator=True, operator_delay=args.operator_delay)
+        kube.start()
+        kube.write_kubeconfig(kubeconfig)
+        stop_emulator = kube.stop
+    api_client = k8s_config.new_client_from_config(config_file=str(kubeconfig))
     k8s_client.CoreV1Api(api_client).create_namespace({"metadata": {"name": "bench"}})
     cp = ControlPlaneSimulator(broker_url=broker.stomp_url)
     cp.start()
@@ -125,7 +152,8 @@ async def main() -> None:
 
             stop.set()
             await task
-        print(f"operator delay {args.operator_delay * 1000:.0f} ms, 2 cores shared by every component")
+        where = "its own process" if args.emulator_process else "the agent's process"
+        print(f"operator delay {args.operator_delay * 1000:.0f} ms, API-server emulator in {where}, 2 cores in all")
         print(
             f"latency, {args.latency} APIs one at a time, {args.interval:g} s apart "
             "(event published -> SUCCESS received):"
@@ -139,7 +167,7 @@ async def main() -> None:
     finally:
         await env.shutdown()
         cp.stop()
-        kube.stop()
+        stop_emulator()
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
 
