@@ -17,6 +17,7 @@ import re
 import stat
 import zipfile
 import zlib
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -137,7 +138,7 @@ class _Budget:
             raise ArtifactError(f"{where}: the archive expands beyond {_size(self.limits.max_total_bytes)} in total")
 
 
-class _Source:
+class _Source(ABC):
     """A read-only set of files (a zip archive or a directory) with a label for messages."""
 
     def __init__(self, label: str, names: list[str]) -> None:
@@ -148,8 +149,8 @@ class _Source:
     def __contains__(self, name: str) -> bool:
         return name in self._known
 
-    def read(self, name: str) -> bytes:
-        raise NotImplementedError
+    @abstractmethod
+    def read(self, name: str) -> bytes: ...
 
     def error(self, name: str, problem: str) -> ArtifactError:
         return ArtifactError(f"{self.label}: {name}: {problem}")
