@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from translation.artifacts import parse_runtime_artifacts
-from translation.crd_schemas import CrdSchemas, default_crd_dir, load_crd_schemas, validate_resources
+from translation.crd_schemas import CrdSchemas, validate_resources
 from translation.translate import TranslationOptions, translate_api
 
 from . import (
@@ -32,14 +32,6 @@ from . import (
 
 OPTIONS = TranslationOptions(namespace="apk-agent", gateway_labels=["Default", "Edge"], environment="prod")
 ENVIRONMENTS = [("Default", "gw.example.com"), ("Edge", "edge.example.com")]
-
-
-@pytest.fixture(scope="module")
-def crds() -> CrdSchemas:
-    directory = default_crd_dir()
-    if not directory.is_dir():
-        pytest.skip(f"CRDs not found at {directory}; set GATEWAY_AGENT_CRD_DIR to the apk-crds directory")
-    return load_crd_schemas(directory)
 
 
 def _everything() -> dict[str, Any]:

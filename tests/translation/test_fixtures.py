@@ -20,7 +20,7 @@ import yaml
 from agent.translate_command import render_stream
 from models.artifact import DeployedApi, DeploymentEnvironment
 from translation.artifacts import API_FILES, DEFAULT_ORGANIZATION, load_api_project_dir
-from translation.crd_schemas import CrdSchemas, default_crd_dir, load_crd_schemas, validate_resources
+from translation.crd_schemas import CrdSchemas, validate_resources
 from translation.translate import TranslationError, TranslationOptions, translate_api
 
 HERE = Path(__file__).resolve().parent
@@ -91,14 +91,6 @@ def translate_fixture(fixture: Fixture) -> Outcome:
         return Outcome(resources=translate_api(fixture.api, fixture.options), error=None)
     except TranslationError as exc:
         return Outcome(resources=None, error=exc.message)
-
-
-@pytest.fixture(scope="module")
-def crds() -> CrdSchemas:
-    directory = default_crd_dir()
-    if not directory.is_dir():
-        pytest.skip(f"CRDs not found at {directory}; set GATEWAY_AGENT_CRD_DIR to the apk-crds directory")
-    return load_crd_schemas(directory)
 
 
 def test_the_fixture_set_is_broad() -> None:

@@ -16,7 +16,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +29,7 @@ from harness.api_projects import (
 )
 from models.artifact import DeployedApi, DeploymentEnvironment
 from translation.artifacts import parse_api_project_zip
-from translation.crd_schemas import CrdSchemas, default_crd_dir, load_crd_schemas, validate_resources
+from translation.crd_schemas import CrdSchemas, validate_resources
 from translation.translate import TranslationError, TranslationOptions, translate_api
 
 OPTIONS = TranslationOptions(namespace="apk-apis", gateway_labels=["Default"])
@@ -258,14 +257,6 @@ def unpacked_config_maps(resources: list[dict[str, Any]]) -> list[str]:
 
 def identities(resources: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(r["kind"], r["metadata"]["name"]) for r in resources]
-
-
-@pytest.fixture(scope="module")
-def crds() -> CrdSchemas:
-    directory = default_crd_dir()
-    if not directory.is_dir():
-        pytest.skip(f"CRDs not found at {directory}; set GATEWAY_AGENT_CRD_DIR to the apk-crds directory")
-    return load_crd_schemas(directory)
 
 
 @EXAMPLES
