@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import stomp
 from stomp.exception import StompException
+from temporalio.service import RPCError, RPCStatusCode
 
 from agent.metrics import EVENTS, LISTENER_CONNECTED
 from agent.settings import Settings
@@ -60,20 +61,26 @@ class _Bridge(stomp.ConnectionListener):
             self._receipts[receipt] = future
         return future
 
+    def _call(self, callback: Callable[..., object], *args: object) -> None:
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            pass  # the loop is closed: nobody listens any more (an un-acked message is redelivered)
+
     def on_message(self, frame: stomp.utils.Frame) -> None:
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, _Frame(dict(frame.headers), frame.body))
+        self._call(self._queue.put_nowait, _Frame(dict(frame.headers), frame.body))
 
     def on_receipt(self, frame: stomp.utils.Frame) -> None:
         with self._lock:
             future = self._receipts.pop(frame.headers.get("receipt-id", ""), None)
         if future is not None:
-            self._loop.call_soon_threadsafe(lambda: future.done() or future.set_result(None))
+            self._call(lambda: future.done() or future.set_result(None))
 
     def on_error(self, frame: stomp.utils.Frame) -> None:
         log.error("broker error: %s %s", frame.headers.get("message", ""), (frame.body or "")[:200])
 
     def on_disconnected(self) -> None:
-        self._loop.call_soon_threadsafe(self.disconnected.set)
+        self._call(self.disconnected.set)
 
     def on_heartbeat_timeout(self) -> None:
         log.warning("broker heartbeat timed out")
@@ -209,7 +216,13 @@ class BrokerListener:
             EVENTS.labels(event_type=event.type, outcome="other-gateway").inc()
             return
         signal = ApiEventSignal.from_event(event)
-        await self._submit_until_accepted(signal)
+        try:
+            await self._submit_until_accepted(signal)
+        except MalformedEvent as exc:
+            await self._dead_letter(conn, bridge, frame, str(exc))
+            await asyncio.to_thread(conn.ack, ack_id)
+            EVENTS.labels(event_type=event.type, outcome="dead-lettered").inc()
+            return
         await asyncio.to_thread(conn.ack, ack_id)
         EVENTS.labels(event_type=event.type, outcome="submitted").inc()
         log.info("event %s %s for API %s accepted by Temporal", event.event_id, event.type, signal.api_uuid)
@@ -222,6 +235,13 @@ class BrokerListener:
                 return
             except asyncio.CancelledError:
                 raise
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.INVALID_ARGUMENT:
+                    # This event can never be accepted; retrying would block the topic.
+                    raise MalformedEvent(f"Temporal refuses event {signal.event_id}: {exc.message}") from exc
+                log.warning("Temporal did not accept event %s: %s; retrying in %.1fs", signal.event_id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
             except Exception as exc:  # the event stays un-acked on the broker meanwhile
                 log.warning("Temporal did not accept event %s: %s; retrying in %.1fs", signal.event_id, exc, delay)
                 await asyncio.sleep(delay)

@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+# Identifiers become parts of workflow ids; the control plane's are UUIDs and domain names.
+MAX_ID = 255
+
 
 class MalformedEvent(ValueError):
     """A message that cannot be understood; it goes to the dead-letter destination with this reason."""
@@ -44,11 +47,11 @@ class Envelope(_Lenient):
 
 
 class EventBase(_Lenient):
-    event_id: str = Field(alias="eventId", min_length=1)
+    event_id: str = Field(alias="eventId", min_length=1, max_length=MAX_ID)
     time_stamp: int = Field(alias="timeStamp")
     type: str
     tenant_id: int = Field(alias="tenantId")
-    tenant_domain: str = Field(alias="tenantDomain", min_length=1)
+    tenant_domain: str = Field(alias="tenantDomain", min_length=1, max_length=MAX_ID)
 
     @field_validator("time_stamp", mode="before")
     @classmethod
@@ -64,7 +67,7 @@ class ApiGatewayEvent(EventBase):
     """``DEPLOY_API_IN_GATEWAY`` / ``REMOVE_API_FROM_GATEWAY``."""
 
     api_id: int = Field(alias="apiId")
-    uuid: str = Field(min_length=1)
+    uuid: str = Field(min_length=1, max_length=MAX_ID)
     name: str
     version: str
     context: str = ""
@@ -77,7 +80,7 @@ class ApiChangeEvent(EventBase):
     """``API_CREATE`` / ``API_UPDATE`` / ``API_DELETE`` / ``API_LIFECYCLE_CHANGE``."""
 
     api_id: int = Field(alias="apiId")
-    uuid: str = Field(min_length=1)
+    uuid: str = Field(min_length=1, max_length=MAX_ID)
     api_name: str = Field(alias="apiName")
     api_version: str = Field(alias="apiVersion")
     api_context: str = Field(alias="apiContext", default="")

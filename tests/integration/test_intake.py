@@ -9,6 +9,7 @@ import stomp
 from kubernetes import client as k8s_client
 from prometheus_client import REGISTRY
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from agent.settings import Settings
 from harness.activemq import ActiveMQ
@@ -117,3 +118,15 @@ async def test_the_listener_reconnects_and_loses_nothing_when_the_broker_restart
     [report] = await wait_report(control_plane, project.uuid, 1, timeout=60)
     assert report["deploymentStatus"] == "SUCCESS"
     assert agent.listener.connected.is_set()
+
+
+async def test_an_event_temporal_refuses_as_invalid_is_dead_lettered_not_retried_forever(
+    settings: Settings, control_plane: ControlPlaneSimulator, broker: ActiveMQ
+) -> None:
+    async def refuses(event: ApiEventSignal) -> None:
+        raise RPCError("WorkflowId length exceeds limit.", RPCStatusCode.INVALID_ARGUMENT, b"")
+
+    async with running_listener(settings, refuses):
+        control_plane.deploy(new_api())
+        [(headers, _)] = await asyncio.to_thread(read_dead_letters, broker, settings.dead_letter_destination, 1)
+    assert "Temporal refuses event" in headers[REASON_HEADER] and "WorkflowId length" in headers[REASON_HEADER]

@@ -101,3 +101,8 @@ def test_subscription_event_accepts_aliases() -> None:
 def test_malformed_messages_name_the_problem(body: str, reason: str) -> None:
     with pytest.raises(MalformedEvent, match=reason):
         parse_message(body)
+
+
+def test_oversized_identifiers_are_malformed() -> None:
+    with pytest.raises(MalformedEvent, match="uuid"):
+        parse_message(encode_envelope("DEPLOY_API_IN_GATEWAY", {**DEPLOY, "uuid": "u" * 300}, 1))
