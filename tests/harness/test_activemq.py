@@ -101,10 +101,15 @@ def durable_subscriber(
 
 
 def publish(endpoint: Endpoint, topic: str, body: str) -> None:
+    """Send a persistent message and return once the broker has confirmed it (a receipt)."""
     conn = stomp.Connection12([endpoint])
+    inbox = Inbox()
+    conn.set_listener("inbox", inbox)
     conn.connect(wait=True)
     try:
-        conn.send(topic, body, headers={"persistent": "true"})
+        receipt = f"publish-{uuid.uuid4().hex}"
+        conn.send(topic, body, headers={"persistent": "true", "receipt": receipt})
+        assert inbox.receipts.get(timeout=10) == receipt
     finally:
         conn.disconnect()
 
