@@ -33,4 +33,6 @@ class TemporalSubmitter:
             task_queue=self._task_queue,
             start_signal="submit_event",
             start_signal_args=[event],
+            # Shown in the Temporal UI's workflow list; set once, when the workflow starts.
+            static_summary=f"{event.api_name} {event.api_version} ({event.organization})".strip(),
         )

@@ -264,6 +264,7 @@ class ApiWorkflow:
         )
         s.last_result = f"failed at {failure.step}{note}"
         s.current_event = None
+        self._show()
 
     def _finish(self, outcome: str) -> None:
         """The event converged: any earlier failure is superseded."""
@@ -272,9 +273,24 @@ class ApiWorkflow:
         s.failed_event, s.failed_step, s.last_error = None, "", None
         s.last_result = outcome
         s.current_event = None
+        self._show()
+
+    def _show(self) -> None:
+        """What the Temporal UI shows as this workflow's current details."""
+        s = self._s
+        lines = [f"**{s.phase}** · step {s.step or '-'} · deployed revision {s.deployed_revision or 'none'}"]
+        if s.current_event is not None:
+            lines.append(f"working on {s.current_event.event_type} ({s.current_event.event_id})")
+        if s.last_error:
+            lines.append(f"failed at {s.failed_step}: {s.last_error}")
+            lines.append("retry: `gateway-agent retry " + s.api_uuid + " -o " + s.organization + "`")
+        elif s.last_result:
+            lines.append(s.last_result)
+        workflow.set_current_details("\n\n".join(lines))
 
     async def _step(self, step: str, activity: str, arg: Any, result_type: type[T]) -> T:
         self._s.step = step
+        self._show()
         try:
             return await self._activity(activity, arg, result_type)
         except ActivityError as err:

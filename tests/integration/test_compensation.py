@@ -8,9 +8,11 @@ import subprocess
 import sys
 
 import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
 
 from harness.control_plane import ControlPlaneSimulator
 from harness.kube_emulator import KubeEmulator
+from models.api_workflow import api_workflow_id
 from models.naming import api_base_name
 from tests.integration.conftest import REPO, RunningAgent
 from tests.integration.helpers import api_resources, reports_for, settled_status
@@ -92,6 +94,12 @@ async def test_a_readiness_timeout_restores_the_previous_resources_and_retry_com
     assert api_resources(kube, agent.settings.namespace, ORG, first.uuid) == before
     status = await settled_status(agent.client, ORG, first.uuid, processed=2)
     assert status.phase == "failed" and status.deployed_revision == "1"
+    # What an operator sees in the Temporal UI: the API's name in the list, the failure in the details.
+    handle = agent.client.get_workflow_handle(api_workflow_id(ORG, first.uuid))
+    assert await (await handle.describe()).static_summary() == "PizzaShackAPI 1.0.0 (carbon.super)"
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    assert "failed at verify" in metadata.current_details
+    assert f"gateway-agent retry {first.uuid}" in metadata.current_details
 
     kube.gateway_operator = True
     done = await cli_retry(agent, first.uuid)
