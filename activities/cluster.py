@@ -18,6 +18,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource as DynamicResource
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -59,6 +60,8 @@ def _retryable(status: int | None) -> bool:
 
 def _cluster_error(action: str, what: str, exc: Exception) -> Exception:
     """A retryable error for transient answers, a non-retryable one naming the rejection otherwise."""
+    if isinstance(exc, ApplicationError):
+        return ApplicationError(f"{action} {what}: {exc.message}", type=exc.type, non_retryable=exc.non_retryable)
     if isinstance(exc, ApiException):
         reason = _status_message(exc)
         message = f"{action} {what}: the API server answered {exc.status} {exc.reason}: {reason}"
@@ -94,7 +97,15 @@ class KubeCluster:
     def kind(self, kind: str) -> DynamicResource:
         if kind not in self._kinds:
             spec = next(k for k in MANAGED_KINDS if k.kind == kind)
-            self._kinds[kind] = self._dynamic.resources.get(api_version=spec.api_version, kind=spec.kind)
+            try:
+                self._kinds[kind] = self._dynamic.resources.get(api_version=spec.api_version, kind=spec.kind)
+            except ResourceNotFoundError as exc:
+                # Retryable: the CRDs may be installed while the workflow waits.
+                raise ApplicationError(
+                    f"the cluster does not serve {spec.kind} ({spec.api_version}); "
+                    "are the WSO2 APK and Gateway API CRDs installed?",
+                    type="ClusterMissingKind",
+                ) from exc
         return self._kinds[kind]
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
