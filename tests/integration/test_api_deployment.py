@@ -184,3 +184,27 @@ async def test_events_of_one_api_are_applied_in_arrival_order(
     reports = reports_for(control_plane.deployment_reports, project.uuid)
     assert [r["action"] for r in reports] == ["DEPLOY", "UNDEPLOY"]
     assert api_resources(kube, agent.settings.namespace, ORG, project.uuid) == {}
+
+
+async def test_a_redeploy_announced_as_remove_then_deploy_never_takes_the_api_down(
+    agent: RunningAgent, control_plane: ControlPlaneSimulator, kube: KubeEmulator
+) -> None:
+    first = new_api()
+    control_plane.deploy(first)
+    await wait_report(control_plane, first.uuid, 1)
+
+    # The real control plane sends REMOVE for the old revision and DEPLOY for the new one.
+    second = new_api(revision="2", uuid=first.uuid, production_url="http://v2.backend.example:9090/api")
+    control_plane.deploy(second, announce_removal=True)
+    status = await settled_status(agent.client, ORG, first.uuid, processed=3)
+
+    assert (status.phase, status.deployed_revision) == ("idle", "2")
+    reports = reports_for(control_plane.deployment_reports, first.uuid)
+    assert [(r["action"], r["deploymentStatus"], r["revisionId"]) for r in reports[1:]] == [
+        ("DEPLOY", "SUCCESS", "2"),
+        ("DEPLOY", "SUCCESS", "2"),
+    ]
+    # The API was updated in place (server-side apply), never deleted in between.
+    api_path = f"/namespaces/{agent.settings.namespace}/apis/"
+    assert not [path for method, path in kube.request_log if method == "DELETE" and api_path in path]
+    assert [path for method, path in kube.request_log if method == "PATCH" and api_path in path]
