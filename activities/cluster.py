@@ -86,6 +86,12 @@ def strip_server_fields(obj: dict[str, Any]) -> Resource:
     return out
 
 
+def _plain(_client: object, data: dict[str, Any]) -> dict[str, Any]:
+    """Keep answers as plain dicts: the dynamic client's ResourceInstance wrapping costs more CPU
+    than the request itself."""
+    return data
+
+
 class KubeCluster:
     """Thin typed access to the namespace the agent writes into."""
 
@@ -110,7 +116,7 @@ class KubeCluster:
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.kind(kind).get(name=name, namespace=self.namespace).to_dict()
+            return self.kind(kind).get(name=name, namespace=self.namespace, serializer=_plain)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -119,7 +125,7 @@ class KubeCluster:
     def list_selected(self, selector: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         for spec in MANAGED_KINDS:
-            listing = self.kind(spec.kind).get(namespace=self.namespace, label_selector=selector).to_dict()
+            listing = self.kind(spec.kind).get(namespace=self.namespace, label_selector=selector, serializer=_plain)
             for item in listing.get("items", []):
                 item.setdefault("kind", spec.kind)
                 item.setdefault("apiVersion", spec.api_version)
@@ -127,21 +133,18 @@ class KubeCluster:
         return found
 
     def apply(self, resource: Resource) -> dict[str, Any]:
-        return (
-            self.kind(resource["kind"])
-            .server_side_apply(
-                body=resource,
-                name=resource["metadata"]["name"],
-                namespace=self.namespace,
-                field_manager=FIELD_MANAGER,
-                force_conflicts=True,
-            )
-            .to_dict()
+        return self.kind(resource["kind"]).server_side_apply(
+            body=resource,
+            name=resource["metadata"]["name"],
+            namespace=self.namespace,
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+            serializer=_plain,
         )
 
     def delete(self, kind: str, name: str) -> bool:
         try:
-            self.kind(kind).delete(name=name, namespace=self.namespace)
+            self.kind(kind).delete(name=name, namespace=self.namespace, serializer=_plain)
             return True
         except ApiException as exc:
             if exc.status == 404:
