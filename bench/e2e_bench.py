@@ -109,7 +109,10 @@ async def main() -> None:
         kube.start()
         kube.write_kubeconfig(kubeconfig)
         stop_emulator = kube.stop
-    api_client = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+    # As in production (activities.cluster.load_kube_api_client): the loaded configuration becomes
+    # the client's default, which the kubernetes client copies for every watch.
+    k8s_config.load_kube_config(config_file=str(kubeconfig))
+    api_client = k8s_client.ApiClient()
     k8s_client.CoreV1Api(api_client).create_namespace({"metadata": {"name": "bench"}})
     cp = ControlPlaneSimulator(broker_url=broker.stomp_url)
     cp.start()
