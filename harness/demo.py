@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         _wait_for_port("127.0.0.1", args.temporal_port, 30)
+        time.sleep(0.5)
+        if procs[-1].poll() is not None:
+            raise SystemExit(
+                f"the Temporal dev server exited ({run_dir / 'temporal.log'}); is port {args.temporal_port} "
+                "or the UI's in use? --temporal-port and --ui-port choose others"
+            )
 
         print("starting ActiveMQ ...", flush=True)
         broker = ActiveMQ(run_dir / "activemq", port=args.broker_port)
