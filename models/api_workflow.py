@@ -38,29 +38,19 @@ class ApiEventSignal(BaseModel):
 
     @classmethod
     def from_event(cls, event: ApiGatewayEvent | ApiChangeEvent) -> ApiEventSignal:
+        common = {
+            "event_id": event.event_id,
+            "event_type": event.type,
+            "timestamp_ms": event.time_stamp,
+            "organization": event.organization,
+            "api_uuid": event.uuid,
+            "api_type": event.api_type,
+        }
         if isinstance(event, ApiGatewayEvent):
             return cls(
-                event_id=event.event_id,
-                event_type=event.type,
-                timestamp_ms=event.time_stamp,
-                organization=event.organization,
-                api_uuid=event.uuid,
-                api_name=event.name,
-                api_version=event.version,
-                api_type=event.api_type,
-                gateway_labels=list(event.gateway_labels),
+                **common, api_name=event.name, api_version=event.version, gateway_labels=list(event.gateway_labels)
             )
-        return cls(
-            event_id=event.event_id,
-            event_type=event.type,
-            timestamp_ms=event.time_stamp,
-            organization=event.organization,
-            api_uuid=event.uuid,
-            api_name=event.api_name,
-            api_version=event.api_version,
-            api_type=event.api_type,
-            api_status=event.api_status,
-        )
+        return cls(**common, api_name=event.api_name, api_version=event.api_version, api_status=event.api_status)
 
     @property
     def removes_api(self) -> bool:
