@@ -1,14 +1,16 @@
 """Activities that touch the cluster: snapshot, server-side apply, prune, readiness, restore.
 
 They use the official ``kubernetes`` client (in-cluster config or ``KUBECONFIG``) through
-its dynamic client, so any kind the gateway serves can be written the same way.
-Which errors are worth retrying is decided here, once, where the API server answers.
+its dynamic client, so any kind the gateway serves can be written the same way. Every call
+has a request timeout; which errors are worth retrying, and after how long, is decided in
+``activities.errors``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
@@ -23,6 +26,8 @@ from kubernetes.dynamic.resource import Resource as DynamicResource
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.errors import http_failure, retry_after
+from activities.managed_fields import owned_fields
 from activities.sealing import Sealer
 from agent.settings import Settings
 from models.api_workflow import (
@@ -33,6 +38,8 @@ from models.api_workflow import (
     ReadinessResult,
     Resource,
     ResourceSet,
+    RestoreRequest,
+    RestoreResult,
 )
 from models.naming import api_selector
 from models.resources import MANAGED_KINDS, resource_id, sort_for_apply
@@ -43,6 +50,10 @@ FIELD_MANAGER = "gateway-agent"
 # Metadata the agent owns; everything else under metadata is the server's.
 _KEPT_METADATA = ("name", "namespace", "labels", "annotations")
 _SERVER_ONLY_FIELDS = ("status",)
+# Kinds without a generation: APK reads them but does not redeploy when only they change.
+UNVERSIONED_KINDS = frozenset({"ConfigMap", "Secret"})
+# How long one watch request stays open before it is renewed.
+WATCH_WINDOW_SECONDS = 5
 
 
 def load_kube_api_client() -> k8s_client.ApiClient:
@@ -54,28 +65,32 @@ def load_kube_api_client() -> k8s_client.ApiClient:
     return k8s_client.ApiClient()
 
 
-def _retryable(status: int | None) -> bool:
-    return status is None or status in (408, 409, 429) or status >= 500
-
-
 def _cluster_error(action: str, what: str, exc: Exception) -> Exception:
     """A retryable error for transient answers, a non-retryable one naming the rejection otherwise."""
     if isinstance(exc, ApplicationError):
-        return ApplicationError(f"{action} {what}: {exc.message}", type=exc.type, non_retryable=exc.non_retryable)
+        return ApplicationError(
+            f"{action} {what}: {exc.message}",
+            type=exc.type,
+            non_retryable=exc.non_retryable,
+            next_retry_delay=exc.next_retry_delay,
+        )
     if isinstance(exc, ApiException):
-        reason = _status_message(exc)
+        body = _status_body(exc)
+        reason = str(body.get("message") or exc.reason)
         message = f"{action} {what}: the API server answered {exc.status} {exc.reason}: {reason}"
-        if _retryable(exc.status):
-            return ApplicationError(message, type="ClusterUnavailable")
-        return ApplicationError(message, type="ClusterRejected", non_retryable=True)
+        delay = retry_after(exc.headers, (body.get("details") or {}).get("retryAfterSeconds"))
+        return http_failure(
+            message, exc.status, transient="ClusterUnavailable", permanent="ClusterRejected", delay=delay
+        )
     return ApplicationError(f"{action} {what}: {type(exc).__name__}: {exc}", type="ClusterUnavailable")
 
 
-def _status_message(exc: ApiException) -> str:
+def _status_body(exc: ApiException) -> dict[str, Any]:
     try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except ValueError:
-        return str(exc.reason)
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def strip_server_fields(obj: dict[str, Any]) -> Resource:
@@ -92,13 +107,59 @@ def _plain(_client: object, data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-class KubeCluster:
-    """Thin typed access to the namespace the agent writes into."""
+class _TimedDynamicClient(DynamicClient):
+    """A dynamic client whose every request, discovery included, has a timeout unless it sets one."""
 
-    def __init__(self, api_client: k8s_client.ApiClient, namespace: str) -> None:
+    def __init__(self, client: k8s_client.ApiClient, timeout: float) -> None:
+        self._default_timeout = timeout
+        super().__init__(client)
+
+    def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        params.setdefault("_request_timeout", self._default_timeout)
+        return super().request(method, path, body, **params)
+
+
+class KubeCluster:
+    """Thin typed access to the namespace the agent writes into.
+
+    Discovery waits for the first call, so a worker starts (and says so) while the API server
+    is unreachable; the activities then fail with a retryable error until it answers.
+    """
+
+    def __init__(self, api_client: k8s_client.ApiClient, namespace: str, request_timeout: float = 30.0) -> None:
         self.namespace = namespace
-        self._dynamic = DynamicClient(api_client)
+        self.request_timeout = request_timeout
+        self._api_client = api_client
+        self._dynamic_client: DynamicClient | None = None
+        self._lock = threading.Lock()
         self._kinds: dict[str, DynamicResource] = {}
+
+    @property
+    def server(self) -> str:
+        return str(self._api_client.configuration.host)
+
+    @property
+    def _dynamic(self) -> DynamicClient:
+        with self._lock:
+            if self._dynamic_client is None:
+                try:
+                    self._dynamic_client = _TimedDynamicClient(self._api_client, self.request_timeout)
+                except ApiException:
+                    raise
+                except Exception as exc:
+                    raise ApplicationError(
+                        f"cannot reach the Kubernetes API server at {self.server}: {type(exc).__name__}: {exc}",
+                        type="ClusterUnavailable",
+                    ) from exc
+            return self._dynamic_client
+
+    def check(self) -> str | None:
+        """None when the API server answers discovery, else why not (for the worker's start-up log)."""
+        try:
+            self._dynamic  # noqa: B018 - discovery is the check
+        except (ApplicationError, ApiException) as exc:
+            return str(exc)
+        return None
 
     def kind(self, kind: str) -> DynamicResource:
         if kind not in self._kinds:
@@ -142,18 +203,31 @@ class KubeCluster:
             serializer=_plain,
         )
 
-    def delete(self, kind: str, name: str) -> bool:
+    def delete(self, kind: str, name: str, uid: str | None = None) -> bool:
+        """Delete ``name``; with ``uid``, only that very object (a newer one of the same name stays)."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}} if uid else None
         try:
-            self.kind(kind).delete(name=name, namespace=self.namespace, serializer=_plain)
+            self.kind(kind).delete(name=name, namespace=self.namespace, body=body, serializer=_plain)
             return True
         except ApiException as exc:
             if exc.status == 404:
                 return False
+            if exc.status == 409 and uid:
+                log.info("%s/%s was replaced since it was seen (UID %s); left alone", kind, name, uid)
+                return False
             raise
 
-    def watch(self, kind: str, name: str, resource_version: str, timeout: int) -> Iterator[dict[str, Any]]:
-        for event in self.kind(kind).watch(
-            namespace=self.namespace, name=name, resource_version=resource_version, timeout=timeout
+    def watch(self, kind: str, name: str, resource_version: str, window: int) -> Iterator[dict[str, Any]]:
+        """Events of one object for ``window`` seconds; raises ApiException(410) when the version expired."""
+        watcher = k8s_watch.Watch()
+        for event in watcher.stream(
+            self.kind(kind).get,
+            namespace=self.namespace,
+            field_selector=f"metadata.name={name}",
+            resource_version=resource_version,
+            serialize=False,
+            timeout_seconds=window,
+            _request_timeout=window + self.request_timeout,
         ):
             yield {"type": event["type"], "object": event["raw_object"]}
 
@@ -161,16 +235,31 @@ class KubeCluster:
 def readiness_verdict(obj: dict[str, Any], applied: ApplyResult) -> tuple[bool, str] | None:
     """``(accepted, message)`` once the gateway has answered this apply, else ``None``.
 
-    A status counts only if it is not the one the API had when this apply was read back;
-    an apply that changed nothing keeps an earlier acceptance (nothing would wake the gateway).
+    When the apply moved a generation the gateway reads, only a status other than the one from
+    before the apply counts. When nothing moved, the gateway does not redeploy and writes
+    nothing: the status it has is its answer.
     """
     status = (obj.get("status") or {}).get("deploymentStatus")
     if not status:
         return None
     message = str(status.get("message") or "")
-    if status == applied.api_status_at_apply and applied.api_changed:
+    if applied.gateway_must_answer is None:  # a result recorded before generations were compared
+        if status == applied.api_status_at_apply and applied.api_changed:
+            return None
+    elif applied.gateway_must_answer and status == applied.api_status_before:
         return None
     return bool(status.get("accepted")), message
+
+
+def _deletion_order(ids: list[str]) -> list[str]:
+    """``Kind/name`` ids in reverse apply order: the API first, what it references after it."""
+    found = [{"kind": kind, "metadata": {"name": name}} for kind, name in (rid.split("/", 1) for rid in ids)]
+    return [resource_id(o) for o in reversed(sort_for_apply(found))]
+
+
+def _heartbeat(*details: Any) -> None:
+    if not activity.info().is_local:
+        activity.heartbeat(*details)
 
 
 class ClusterActivities:
@@ -181,40 +270,68 @@ class ClusterActivities:
         self._settings = settings
         self._sealer = sealer
 
+    def _live(self, organization: str, api_uuid: str) -> dict[str, dict[str, Any]]:
+        selector = api_selector(organization, api_uuid)
+        try:
+            return {resource_id(obj): obj for obj in self._cluster.list_selected(selector)}
+        except Exception as exc:
+            raise _cluster_error("listing", f"resources of API {api_uuid}", exc) from exc
+
     @activity.defn
     def snapshot_api_resources(self, request: ResourceSet) -> ResourceSet:
-        """Every resource of the API as it is now, sealed, to restore if a later step fails."""
-        selector = api_selector(request.api.organization, request.api.api_uuid)
-        try:
-            live = self._cluster.list_selected(selector)
-        except Exception as exc:
-            raise _cluster_error("listing", f"resources of API {request.api.api_uuid}", exc) from exc
-        resources = sort_for_apply([strip_server_fields(obj) for obj in live])
-        return ResourceSet(api=request.api, resources=self._sealer.seal(resources))
+        """What the agent owns of every resource of the API as it is now, sealed, to restore if a
+        later step fails; with each object's UID and generation."""
+        live = self._live(request.api.organization, request.api.api_uuid)
+        resources = sort_for_apply([owned_fields(obj, FIELD_MANAGER) for obj in live.values()])
+        return ResourceSet(
+            api=request.api,
+            resources=self._sealer.seal(resources),
+            uids={rid: obj["metadata"]["uid"] for rid, obj in live.items() if obj["metadata"].get("uid")},
+            generations={
+                rid: obj["metadata"]["generation"] for rid, obj in live.items() if obj["metadata"].get("generation")
+            },
+        )
 
     @activity.defn
     def apply_api_resources(self, request: ResourceSet) -> ApplyResult:
-        """Server-side apply in dependency order; the API anchor goes last."""
+        """Server-side apply in dependency order; the API anchor goes last.
+
+        ``request.generations`` are the generations seen before (the snapshot): the result says
+        whether the gateway must answer, i.e. whether an object it reads appeared or moved.
+        """
         resources = sort_for_apply(self._sealer.unseal(request.resources))
-        result = ApplyResult(applied=[])
+        result = ApplyResult(applied=[], gateway_must_answer=False)
+        api = next((r for r in resources if r["kind"] == "API"), None)
+        if api is not None:
+            try:
+                before = self._cluster.get("API", api["metadata"]["name"])
+            except Exception as exc:
+                raise _cluster_error("reading", resource_id(api), exc) from exc
+            result.api_status_before = ((before or {}).get("status") or {}).get("deploymentStatus")
         for resource in resources:
             rid = resource_id(resource)
-            before = None
             try:
-                if resource["kind"] == "API":
-                    before = self._cluster.get("API", resource["metadata"]["name"])
                 live = self._cluster.apply(resource)
             except Exception as exc:
                 raise _cluster_error("applying", rid, exc) from exc
             result.applied.append(rid)
-            activity.heartbeat(rid)
+            if resource["kind"] not in UNVERSIONED_KINDS:
+                generation = live["metadata"].get("generation")
+                if generation is None or request.generations.get(rid) != generation:
+                    result.gateway_must_answer = True
+            _heartbeat(rid)
             if resource["kind"] == "API":
                 rv = live["metadata"]["resourceVersion"]
                 result.api_name = resource["metadata"]["name"]
                 result.api_resource_version = rv
-                result.api_changed = before is None or before["metadata"]["resourceVersion"] != rv
+                result.api_changed = bool(result.gateway_must_answer)
                 result.api_status_at_apply = (live.get("status") or {}).get("deploymentStatus")
-        log.info("applied %d resources of API %s", len(result.applied), request.api.api_uuid)
+        log.info(
+            "applied %d resources of API %s (gateway must answer: %s)",
+            len(result.applied),
+            request.api.api_uuid,
+            result.gateway_must_answer,
+        )
         return result
 
     @activity.defn
@@ -225,28 +342,33 @@ class ClusterActivities:
         convergence: nothing else of the API can have appeared since), else a fresh listing.
         """
         keep = set(request.keep)
+        uids = dict(request.uids)
         try:
             if request.candidates is None:
-                selector = api_selector(request.api.organization, request.api.api_uuid)
-                found = [
-                    {"kind": o["kind"], "metadata": {"name": o["metadata"]["name"]}}
-                    for o in self._cluster.list_selected(selector)
-                ]
+                live = self._live(request.api.organization, request.api.api_uuid)
+                candidates = list(live)
+                uids.update({rid: obj["metadata"].get("uid", "") for rid, obj in live.items()})
             else:
-                found = [{"kind": k, "metadata": {"name": n}} for k, n in (c.split("/", 1) for c in request.candidates)]
-            stale = list(reversed(sort_for_apply([o for o in found if resource_id(o) not in keep])))
-            deleted = [resource_id(o) for o in stale if self._cluster.delete(o["kind"], o["metadata"]["name"])]
+                candidates = request.candidates
+            stale = _deletion_order([rid for rid in candidates if rid not in keep])
+            deleted = [rid for rid in stale if self._cluster.delete(*rid.split("/", 1), uids.get(rid) or None)]
         except Exception as exc:
             raise _cluster_error("deleting", f"stale resources of API {request.api.api_uuid}", exc) from exc
-        self._wait_until_gone(deleted)
+        self._wait_until_gone(deleted, uids)
         return PruneResult(deleted=deleted)
 
-    def _wait_until_gone(self, ids: list[str]) -> None:
+    def _wait_until_gone(self, ids: list[str], uids: dict[str, str]) -> None:
         deadline = time.monotonic() + self._settings.readiness_timeout_seconds
         remaining = list(ids)
         while remaining:
             try:
-                remaining = [rid for rid in remaining if self._cluster.get(*rid.split("/", 1)) is not None]
+                still = []
+                for rid in remaining:
+                    obj = self._cluster.get(*rid.split("/", 1))
+                    # A new object of the same name (a later apply) is not the one deleted.
+                    if obj is not None and (not uids.get(rid) or obj["metadata"].get("uid") == uids[rid]):
+                        still.append(rid)
+                remaining = still
             except Exception as exc:
                 raise _cluster_error("verifying deletion of", ", ".join(remaining), exc) from exc
             if not remaining:
@@ -258,12 +380,15 @@ class ClusterActivities:
                     type="DeletionTimeout",
                     non_retryable=True,
                 )
-            activity.heartbeat(remaining)
+            _heartbeat(remaining)
             time.sleep(0.2)
 
     @activity.defn
     def wait_until_accepted(self, request: ReadinessRequest) -> ReadinessResult:
-        """Watch the API until the gateway accepts (or rejects) what was just applied."""
+        """Watch the API until the gateway accepts (or rejects) what was just applied.
+
+        A watch whose resourceVersion expired (410 Gone) starts again from a fresh read.
+        """
         timeout = self._settings.readiness_timeout_seconds
         deadline = time.monotonic() + timeout
         name = request.api_name
@@ -277,6 +402,11 @@ class ClusterActivities:
                     verdict = self._watch_for_verdict(obj, request, deadline)
             except ApplicationError:
                 raise
+            except ApiException as exc:
+                if exc.status != 410:
+                    raise _cluster_error("watching", f"API {name}", exc) from exc
+                log.info("watch of API %s expired (410 Gone); reading it again", name)
+                verdict = None
             except Exception as exc:
                 raise _cluster_error("watching", f"API {name}", exc) from exc
             if verdict is not None:
@@ -302,8 +432,8 @@ class ClusterActivities:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        activity.heartbeat("waiting for the gateway")
-        window = max(1, min(5, int(remaining + 0.999)))
+        _heartbeat("waiting for the gateway")
+        window = max(1, min(WATCH_WINDOW_SECONDS, int(remaining + 0.999)))
         for event in self._cluster.watch("API", request.api_name, obj["metadata"]["resourceVersion"], window):
             if event["type"] in ("ADDED", "MODIFIED"):
                 verdict = readiness_verdict(event["object"], request.applied)
@@ -315,10 +445,51 @@ class ClusterActivities:
 
     @activity.defn
     def restore_api_resources(self, snapshot: ResourceSet) -> PruneResult:
-        """Compensation: re-apply the snapshot and delete what the failed attempt created."""
+        """Compensation as recorded by workflows started before ``restore_snapshot``: re-apply the
+        snapshot and delete what it does not have."""
         self.apply_api_resources(snapshot)
         keep = [resource_id(r) for r in snapshot.resources]
         return self.prune_api_resources(PruneRequest(api=snapshot.api, keep=keep))
+
+    @activity.defn
+    def restore_snapshot(self, request: RestoreRequest) -> RestoreResult:
+        """Compensation: write back only the objects whose agent-owned fields differ from the
+        snapshot (or that are gone), and delete only what the failed attempt created."""
+        snapshot = request.snapshot
+        wanted = {resource_id(r): r for r in self._sealer.unseal(snapshot.resources)}
+        live = self._live(snapshot.api.organization, snapshot.api.api_uuid)
+        differs = [
+            resource
+            for rid, resource in wanted.items()
+            if rid not in live or owned_fields(live[rid], FIELD_MANAGER) != resource
+        ]
+        result = RestoreResult(rewritten=[resource_id(r) for r in differs])
+        if differs:
+            generations = {rid: obj["metadata"].get("generation", 0) for rid, obj in live.items()}
+            if "API" not in {r["kind"] for r in differs} and any(r["kind"] == "API" for r in wanted.values()):
+                # The readiness wait needs the API's status from before the rollback's writes.
+                differs.append(next(r for r in wanted.values() if r["kind"] == "API"))
+            applied = self.apply_api_resources(
+                ResourceSet(api=snapshot.api, resources=self._sealer.seal(differs), generations=generations)
+            )
+            if applied.gateway_must_answer and applied.api_name:
+                result.applied = applied
+        created = _deletion_order([rid for rid in request.created if rid in live and rid not in wanted])
+        uids = {rid: live[rid]["metadata"].get("uid", "") for rid in created}
+        try:
+            result.deleted = [rid for rid in created if self._cluster.delete(*rid.split("/", 1), uids[rid] or None)]
+        except Exception as exc:
+            raise _cluster_error(
+                "deleting", f"what the failed attempt created for API {snapshot.api.api_uuid}", exc
+            ) from exc
+        self._wait_until_gone(result.deleted, uids)
+        log.info(
+            "restored API %s: rewrote %s, deleted %s",
+            snapshot.api.api_uuid,
+            ", ".join(result.rewritten) or "nothing",
+            ", ".join(result.deleted) or "nothing",
+        )
+        return result
 
 
 def quiet_urllib3() -> None:

@@ -1,12 +1,14 @@
 """Activities that talk to the control plane: fetch the API's truth, report the outcome.
 
 A failed or ambiguous answer is never read as "nothing is deployed": only an explicit
-``204`` means that. Anything else is an error, retried when it may pass.
+``204``, or a ``404`` whose error code is ``NO_API_ARTIFACT_FOUND`` (what other control-plane
+versions answer), means that. Anything else is an error, retried when it may pass.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import time
 
@@ -14,6 +16,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.errors import http_failure, retry_after
 from activities.sealing import Sealer
 from agent.settings import Settings
 from models.api_workflow import ApiRef, DeploymentReport, DesiredState, ReportResult
@@ -25,6 +28,7 @@ log = logging.getLogger(__name__)
 RUNTIME_ARTIFACTS = "internal/data/v1/runtime-artifacts"
 NOTIFY_DEPLOYMENT_STATUS = "internal/data/v1/notify-api-deployment-status"
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
+NO_ARTIFACT_CODE = "NO_API_ARTIFACT_FOUND"
 
 
 class ControlPlaneClient:
@@ -33,6 +37,7 @@ class ControlPlaneClient:
     def __init__(self, settings: Settings) -> None:
         base = settings.cp_url if settings.cp_url.endswith("/") else settings.cp_url + "/"
         self._labels = settings.gateway_labels
+        self._report_shape = settings.cp_report_shape
         self._http = httpx.Client(
             base_url=base,
             auth=(settings.cp_username, settings.cp_password.get_secret_value()),
@@ -44,13 +49,16 @@ class ControlPlaneClient:
         self._http.close()
 
     def runtime_artifacts(self, organization: str, api_uuid: str) -> bytes | None:
-        """The ``apis.zip`` of one API on the agent's labels, or ``None`` for an explicit 204."""
+        """The ``apis.zip`` of one API on the agent's labels, or ``None`` when the control plane says
+        explicitly that nothing is deployed (``204``, or ``404`` with ``NO_API_ARTIFACT_FOUND``)."""
         label = base64.b64encode("|".join(self._labels).encode()).decode()
         params = {"type": "Envoy", "gatewayLabel": label, "apiId": api_uuid}
         with self._http.stream(
             "GET", RUNTIME_ARTIFACTS, params=params, headers={"x-wso2-tenant": organization}
         ) as response:
             if response.status_code == 204:
+                return None
+            if response.status_code == 404 and _error_code(response) == NO_ARTIFACT_CODE:
                 return None
             _raise_for_status(response, f"fetching runtime artifacts of API {api_uuid}")
             body = bytearray()
@@ -65,9 +73,21 @@ class ControlPlaneClient:
             return bytes(body)
 
     def notify_deployment_status(self, body: dict) -> int:
-        response = self._http.post(NOTIFY_DEPLOYMENT_STATUS, json=body)
+        """POST one report, as a single object or as ``{count, list}`` (``cp_report_shape``)."""
+        payload = body if self._report_shape == "object" else {"count": 1, "list": [body]}
+        response = self._http.post(NOTIFY_DEPLOYMENT_STATUS, json=payload)
         _raise_for_status(response, f"reporting {body['deploymentStatus']} for API {body['apiId']}")
         return response.status_code
+
+
+def _error_code(response: httpx.Response) -> str:
+    """The ``code`` of a control-plane error body (``{"code": ..., "message": ...}``), if any."""
+    response.read()
+    try:
+        body = json.loads(response.content or b"{}")
+    except ValueError:
+        return ""
+    return str(body.get("code") or "") if isinstance(body, dict) else ""
 
 
 def _raise_for_status(response: httpx.Response, what: str) -> None:
@@ -84,9 +104,13 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
     response.read()
     detail = response.text[:300]
     message = f"{what}: the control plane answered {status}: {detail}"
-    if status in (408, 429) or status >= 500:
-        raise ApplicationError(message, type="ControlPlaneUnavailable")
-    raise ApplicationError(message, type="ControlPlaneRejected", non_retryable=True)
+    raise http_failure(
+        message,
+        status,
+        transient="ControlPlaneUnavailable",
+        permanent="ControlPlaneRejected",
+        delay=retry_after(response.headers),
+    )
 
 
 class ControlPlaneActivities:

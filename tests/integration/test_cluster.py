@@ -23,3 +23,33 @@ def test_a_cluster_without_the_apk_crds_gets_an_error_that_says_so(tmp_path: Pat
     error = _cluster_error("applying", "API/x", info.value)
     assert "does not serve API (dp.wso2.com/v1alpha3)" in error.message and "CRDs installed" in error.message
     assert error.message.startswith("applying API/x: ") and not error.non_retryable
+
+
+def test_a_worker_starts_while_the_api_server_is_unreachable_and_says_so(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    port = free_port()  # nothing listens there
+    config = tmp_path / "config"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    cluster = KubeCluster(k8s_config.new_client_from_config(config_file=str(config)), "default", request_timeout=2)
+    problem = cluster.check()
+    assert problem is not None and f"127.0.0.1:{port}" in problem
+    with pytest.raises(ApplicationError) as info:
+        cluster.get("API", "x")
+    assert info.value.type == "ClusterUnavailable" and not info.value.non_retryable
+
+
+def test_a_delete_with_the_uid_seen_leaves_a_newer_object_of_the_same_name(tmp_path: Path) -> None:
+    with KubeEmulator() as kube:
+        client = k8s_config.new_client_from_config(config_file=str(kube.write_kubeconfig(tmp_path / "config")))
+        cluster = KubeCluster(client, "default")
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"a": "1"}}
+        old_uid = cluster.apply(body)["metadata"]["uid"]
+        assert cluster.delete("ConfigMap", "cm", old_uid)
+        new_uid = cluster.apply(body)["metadata"]["uid"]
+        assert not cluster.delete("ConfigMap", "cm", old_uid)  # the object seen is gone; this one stays
+        assert cluster.get("ConfigMap", "cm")["metadata"]["uid"] == new_uid

@@ -67,3 +67,22 @@ def test_strip_server_fields_keeps_what_the_agent_applies() -> None:
         "metadata": {"name": "n", "namespace": "ns", "labels": {"a": "b"}},
         "data": {"k": "v"},
     }
+
+
+@pytest.mark.parametrize(
+    ("must_answer", "before", "now", "verdict"),
+    [
+        (True, OLD, OLD, None),  # a generation moved: the status from before the apply does not count
+        (True, OLD, NEW, (True, NEW["message"])),
+        (True, None, OLD, (True, OLD["message"])),
+        (True, OLD, REJECTED, (False, "backend missing")),
+        (False, OLD, OLD, (True, OLD["message"])),  # nothing moved: APK writes nothing; its status stands
+        (False, None, None, None),  # nothing moved and never accepted: keep waiting
+        (False, REJECTED, REJECTED, (False, "backend missing")),
+    ],
+)
+def test_readiness_verdict_by_generation(
+    must_answer: bool, before: dict | None, now: dict | None, verdict: object
+) -> None:
+    applied = ApplyResult(applied=["API/a"], api_name="a", gateway_must_answer=must_answer, api_status_before=before)
+    assert readiness_verdict(api(now), applied) == verdict
