@@ -19,7 +19,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from agent.settings import Settings, get_settings
 from agent.temporal import connect
 from agent.translate_command import translate
-from models.api_workflow import ApiWorkflowStatus, RetryAccepted, RetryRequest, api_workflow_id
+from models.api_workflow import ApiWorkflowStatus, RetryRequest, api_workflow_id
+from workflows.api_deployment import ApiDeployment
+from workflows.api_workflow import ApiWorkflow
 
 app = typer.Typer(help="Kubernetes Gateway Agent on Temporal.", no_args_is_help=True, add_completion=False)
 log = logging.getLogger("gateway-agent")
@@ -125,8 +127,18 @@ def _print_status(status: ApiWorkflowStatus) -> None:
 
 
 async def _status(client: Client, organization: str, api_uuid: str) -> ApiWorkflowStatus:
+    """The API workflow's status, with the step of the deployment running now, if any."""
     handle = client.get_workflow_handle(api_workflow_id(organization, api_uuid))
-    return await handle.query("status", result_type=ApiWorkflowStatus)
+    status = await handle.query(ApiWorkflow.status)
+    if status.current_deployment:
+        try:
+            progress = await client.get_workflow_handle(status.current_deployment).query(ApiDeployment.progress)
+        except RPCError:
+            return status  # it finished between the two queries
+        status.step = progress.step
+        if progress.phase == "rolling-back":
+            status.phase = "rolling-back"
+    return status
 
 
 @app.command()
@@ -164,9 +176,7 @@ def retry(
         client = await connect(settings)
         handle = client.get_workflow_handle(api_workflow_id(organization, api_uuid))
         try:
-            accepted = await handle.execute_update(
-                "retry", RetryRequest(reason="gateway-agent retry"), result_type=RetryAccepted
-            )
+            accepted = await handle.execute_update(ApiWorkflow.retry, RetryRequest(reason="gateway-agent retry"))
         except WorkflowUpdateFailedError as exc:
             typer.echo(f"retry refused: {exc.cause}", err=True)
             raise typer.Exit(2) from exc

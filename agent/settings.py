@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     cp_verify_tls: bool = True
     cp_ca_file: str = ""
     cp_timeout_seconds: float = 30.0
+    # notify-api-deployment-status takes one report object in some control-plane versions and
+    # ``{count, list}`` in others.
+    cp_report_shape: Literal["object", "list"] = "object"
 
     # Gateway and cluster
     gateway_labels: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["Default"])
@@ -48,6 +51,8 @@ class Settings(BaseSettings):
     gateway_namespace: str = ""
     gateway_listener: str = "httpslistener"
     readiness_timeout_seconds: float = 120.0
+    # Every call to the API server gives up after this long (a watch: its window plus this).
+    kube_request_timeout_seconds: float = 30.0
 
     # Key that seals Kubernetes Secret data while it passes through workflow
     # history (Fernet, urlsafe base64 of 32 bytes). Every worker must share it.
@@ -56,6 +61,10 @@ class Settings(BaseSettings):
     # How long a failed step is retried before the workflow compensates.
     activity_max_attempts: int = 5
     activity_initial_retry_seconds: float = 1.0
+    # A rollback (its readiness wait included) that takes longer is reported as failed.
+    rollback_timeout_seconds: float = 180.0
+    # Longest pause between attempts to deliver a report the control plane did not take.
+    report_retry_max_seconds: float = 60.0
 
     metrics_port: int = 0
     log_level: str = "INFO"

@@ -25,7 +25,7 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import stomp
@@ -225,15 +225,18 @@ class ControlPlaneSimulator:
         self.subscription_policies: list[dict[str, Any]] = [_default_subscription_policy("Unlimited")]
         self.api_policies: list[dict[str, Any]] = []
         self.env_properties: dict[str, Any] = {}
+        # How "nothing deployed for that filter" is answered: 204 in some CP versions, 404 with
+        # the error code NO_API_ARTIFACT_FOUND in others.
+        self.not_deployed_answer: Literal["204", "404"] = "204"
+        # The body notify-api-deployment-status takes: one report object, ``{count, list}``, or either.
+        self.report_shape: Literal["object", "list", "any"] = "any"
 
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._apis: dict[str, _KnownApi] = {}
         self._next_api_id = 1
         self._failures: list[_Failure] = []
-        self._publisher = (
-            _StompPublisher(broker_url, broker_username, broker_password) if broker_url else None
-        )
+        self._publisher = _StompPublisher(broker_url, broker_username, broker_password) if broker_url else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -487,9 +490,7 @@ class ControlPlaneSimulator:
         with self._lock:
             self.published.append(event)
         if self._publisher is not None:
-            self._publisher.send(
-                self.topic, body, {"persistent": "true", "content-type": "application/json"}
-            )
+            self._publisher.send(self.topic, body, {"persistent": "true", "content-type": "application/json"})
         return event_id
 
     def publish_raw(self, body: str | bytes, headers: Mapping[str, str] | None = None) -> None:
@@ -561,9 +562,7 @@ class ControlPlaneSimulator:
     # ------------------------------------------------------------------ HTTP: plumbing
 
     @web.middleware
-    async def _middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Any]
-    ) -> web.StreamResponse:
+    async def _middleware(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
         if request.path.startswith("/_sim/"):
             return await _json_errors(handler, request)
         entry = {
@@ -615,6 +614,17 @@ class ControlPlaneSimulator:
             selected = self._deployments_for(set(labels), api_filter, tenant)
             env_properties = dict(self.env_properties)
         if not selected:
+            if self.not_deployed_answer == "404":
+                return web.json_response(
+                    {
+                        "code": "NO_API_ARTIFACT_FOUND",
+                        "message": "No API artifacts found for the given filter",
+                        "description": f"No API artifacts found on {', '.join(labels)}",
+                        "moreInfo": "",
+                        "error": [],
+                    },
+                    status=404,
+                )
             return web.Response(status=204)
         body = apis_zip(selected, env_properties=env_properties or None)
         return web.Response(
@@ -648,8 +658,15 @@ class ControlPlaneSimulator:
             return _error(400, "Bad Request", "Request body is not valid JSON")
         if not isinstance(report, dict):
             return _error(400, "Bad Request", "Request body must be a JSON object")
+        is_list = isinstance(report.get("list"), list)
+        if self.report_shape == "object" and is_list or self.report_shape == "list" and not is_list:
+            expected = "a single report object" if self.report_shape == "object" else "{count, list: [...]}"
+            return _error(400, "Bad Request", f"this control plane takes {expected}")
+        items = report["list"] if is_list else [report]
+        if not all(isinstance(item, dict) for item in items):
+            return _error(400, "Bad Request", "every report must be a JSON object")
         with self._lock:
-            self.deployment_reports.append(report)
+            self.deployment_reports.extend(items)
             self._changed.notify_all()
         return web.json_response({"status": "received"})
 

@@ -133,7 +133,15 @@ class BrokerListener:
 
     def _connection(self, bridge: _Bridge) -> stomp.Connection12:
         host, port = self._settings.broker_host_and_port
-        conn = stomp.Connection12([(host, port)], heartbeats=(10000, 10000), reconnect_attempts_max=1, timeout=10)
+        # ActiveMQ may leave up to twice the agreed 10 s between frames after a message; stomp.py's
+        # default grace (1.5x) then reads a healthy connection as dead and reconnects.
+        conn = stomp.Connection12(
+            [(host, port)],
+            heartbeats=(10000, 10000),
+            heart_beat_receive_scale=2.5,
+            reconnect_attempts_max=1,
+            timeout=10,
+        )
         if self._settings.broker_uses_tls:
             conn.set_ssl(
                 for_hosts=[(host, port)],

@@ -16,6 +16,8 @@ def retry_options(settings: Settings) -> RetryOptions:
     return RetryOptions(
         max_attempts=settings.activity_max_attempts,
         initial_interval_seconds=settings.activity_initial_retry_seconds,
+        rollback_timeout_seconds=settings.rollback_timeout_seconds,
+        report_max_interval_seconds=settings.report_retry_max_seconds,
     )
 
 

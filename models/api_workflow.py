@@ -22,6 +22,11 @@ def api_workflow_id(organization: str, api_uuid: str) -> str:
     return f"api:{organization}:{api_uuid}"
 
 
+def deployment_workflow_id(organization: str, api_uuid: str, event_id: str, attempt: int) -> str:
+    """One ``ApiDeployment`` per event and attempt: the same event cannot run twice."""
+    return f"deploy:{organization}:{api_uuid}:{event_id}:{attempt}"
+
+
 class ApiEventSignal(BaseModel):
     """What the listener hands the API's workflow: one control-plane event, no secrets."""
 
@@ -72,6 +77,10 @@ class RetryOptions(BaseModel):
     max_attempts: int = 5
     initial_interval_seconds: float = 1.0
     maximum_interval_seconds: float = 30.0
+    # How long a rollback may take, its readiness wait included, before it is reported as failed.
+    rollback_timeout_seconds: float = 180.0
+    # Longest pause between attempts to deliver a report the control plane did not take.
+    report_max_interval_seconds: float = 60.0
 
 
 Phase = Literal["idle", "converging", "rolling-back", "failed"]
@@ -98,6 +107,13 @@ class ApiWorkflowState(BaseModel):
     deployed: bool = False
     events_processed: int = 0
     last_result: str = ""
+    # The event processed last and its attempt: what a retry runs again, as attempt + 1.
+    last_event: ApiEventSignal | None = None
+    last_attempt: int = 0
+    current_deployment: str | None = None
+    last_deployment: str | None = None
+    # A report the control plane has not taken yet; re-sent until it does or a newer one replaces it.
+    undelivered_report: DeploymentReport | None = None
 
 
 class ApiWorkflowInput(BaseModel):
@@ -125,6 +141,9 @@ class ApiWorkflowStatus(BaseModel):
     pending_events: int
     events_processed: int
     last_result: str
+    current_deployment: str | None = None
+    last_deployment: str | None = None
+    undelivered_report: DeploymentReport | None = None
 
 
 class RetryRequest(BaseModel):
@@ -162,10 +181,17 @@ class DesiredState(BaseModel):
 
 
 class ResourceSet(BaseModel):
-    """Resources of one API in apply order (a desired state to apply, or a snapshot)."""
+    """Resources of one API in apply order (a desired state to apply, or a snapshot).
+
+    A snapshot holds only the fields the agent's field manager owns, and the ``Kind/name`` →
+    UID and generation of each live object. A desired state to apply carries the generations
+    its snapshot saw, so the apply can tell whether anything the gateway reads moved.
+    """
 
     api: ApiRef
     resources: list[Resource] = Field(default_factory=list)
+    uids: dict[str, str] = Field(default_factory=dict)
+    generations: dict[str, int] = Field(default_factory=dict)
 
 
 class ApplyResult(BaseModel):
@@ -174,6 +200,11 @@ class ApplyResult(BaseModel):
     api_resource_version: str | None = None
     api_changed: bool = False
     api_status_at_apply: dict[str, Any] | None = None
+    # APK redeploys only when the generation of the API or of an object it references moved (or one
+    # appeared): only then must a new status come. None in results recorded before this was known.
+    gateway_must_answer: bool | None = None
+    # The API's deploymentStatus before the first write of this apply.
+    api_status_before: dict[str, Any] | None = None
 
 
 class PruneRequest(BaseModel):
@@ -181,10 +212,27 @@ class PruneRequest(BaseModel):
     keep: list[str] = Field(default_factory=list)
     # ``Kind/name`` of what may be stale; None lists the API's resources in the cluster.
     candidates: list[str] | None = None
+    # ``Kind/name`` → UID seen in the snapshot: a delete only removes that very object.
+    uids: dict[str, str] = Field(default_factory=dict)
 
 
 class PruneResult(BaseModel):
     deleted: list[str]
+
+
+class RestoreRequest(BaseModel):
+    """Compensation: bring the API's objects back to ``snapshot``; ``created`` may be deleted."""
+
+    snapshot: ResourceSet
+    # ``Kind/name`` of what the failed attempt may have created (its desired set minus the snapshot).
+    created: list[str] = Field(default_factory=list)
+
+
+class RestoreResult(BaseModel):
+    rewritten: list[str] = Field(default_factory=list)
+    deleted: list[str] = Field(default_factory=list)
+    # Set when the rollback wrote the API or something it references: the gateway must answer.
+    applied: ApplyResult | None = None
 
 
 class ReadinessRequest(BaseModel):
@@ -208,3 +256,51 @@ class DeploymentReport(BaseModel):
 
 class ReportResult(BaseModel):
     http_status: int
+
+
+# The per-event deployment (child workflow)
+
+
+class ApiDeploymentInput(BaseModel):
+    api: ApiRef
+    event: ApiEventSignal
+    attempt: int = 1
+    retry: RetryOptions = Field(default_factory=RetryOptions)
+
+
+class ApiDeploymentResult(BaseModel):
+    """What one deployment did; also the details of its failure when it fails."""
+
+    action: Literal["DEPLOY", "UNDEPLOY"] = "DEPLOY"
+    status: Literal["SUCCESS", "FAILURE", "SKIPPED"] = "SUCCESS"
+    revision_id: str = ""
+    deployed: bool = False
+    outcome: str = ""
+    failed_step: str = ""
+    error_code: str = ""
+    error: str = ""
+    # The last report the control plane did not take; the API's workflow keeps re-sending it.
+    undelivered_report: DeploymentReport | None = None
+
+
+class DeploymentOutcome(BaseModel):
+    """Signal from a cancelled deployment to its API's workflow: what its compensation did
+    (a cancelled workflow has no result to carry it)."""
+
+    deployment_id: str
+    result: ApiDeploymentResult
+
+
+class DeploymentProgress(BaseModel):
+    """Answer to a deployment's ``progress`` query."""
+
+    phase: Literal["deploying", "rolling-back", "done", "failed"] = "deploying"
+    step: str = ""
+    revision_id: str = ""
+    steps_done: list[str] = Field(default_factory=list)
+    last_error: str = ""
+
+
+# The state and the status name the report model defined after them.
+ApiWorkflowState.model_rebuild()
+ApiWorkflowStatus.model_rebuild()

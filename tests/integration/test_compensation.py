@@ -58,12 +58,13 @@ async def test_a_rejected_write_restores_the_previous_resources_and_retry_comple
     failure = reports[-1]
     assert (failure["deploymentStatus"], failure["action"], failure["revisionId"]) == ("FAILURE", "DEPLOY", "2")
     assert "HTTPRoute" in failure["errorMessage"] and str(status) in failure["errorMessage"]
-    assert "restored" in failure["errorMessage"]
-    assert api_resources(kube, agent.settings.namespace, ORG, first.uuid) == before
-
+    # FAILURE is reported before the rollback; once it is done the status says so.
+    assert "rolling back to the previous configuration" in failure["errorMessage"]
     failed = await settled_status(agent.client, ORG, first.uuid, processed=2)
     assert (failed.phase, failed.failed_step, failed.deployed_revision) == ("failed", "apply", "1")
     assert "route rejected by policy" in (failed.last_error or "")
+    assert "the previous configuration was restored" in (failed.last_error or "")
+    assert api_resources(kube, agent.settings.namespace, ORG, first.uuid) == before
 
     kube.clear_faults()
     done = await cli_retry(agent, first.uuid)
@@ -91,9 +92,9 @@ async def test_a_readiness_timeout_restores_the_previous_resources_and_retry_com
     failure = reports[-1]
     assert failure["deploymentStatus"] == "FAILURE"
     assert "did not accept" in failure["errorMessage"] and failure["errorCode"] == "ReadinessTimeout"
-    assert api_resources(kube, agent.settings.namespace, ORG, first.uuid) == before
     status = await settled_status(agent.client, ORG, first.uuid, processed=2)
     assert status.phase == "failed" and status.deployed_revision == "1"
+    assert api_resources(kube, agent.settings.namespace, ORG, first.uuid) == before
     # What an operator sees in the Temporal UI: the API's name in the list, the failure in the details.
     handle = agent.client.get_workflow_handle(api_workflow_id(ORG, first.uuid))
     assert await (await handle.describe()).static_summary() == "PizzaShackAPI 1.0.0 (carbon.super)"
@@ -115,6 +116,7 @@ async def test_a_gateway_that_rejects_the_api_fails_the_deployment_with_its_mess
     control_plane.deploy(project)
     [report] = await wait_report(control_plane, project.uuid, 1)
     assert report["deploymentStatus"] == "FAILURE" and report["errorCode"] == "GatewayRejected"
+    await settled_status(agent.client, ORG, project.uuid, processed=1)
     # Nothing was there before, so nothing of it stays.
     assert api_resources(kube, agent.settings.namespace, ORG, project.uuid) == {}
 

@@ -31,9 +31,16 @@ async def test_endpoint_credentials_stay_out_of_history_and_logs(
     values = [base64.b64decode(v).decode() for s in secrets for v in s.get("data", {}).values()]
     assert PASSWORD in values
 
-    history = await agent.client.get_workflow_handle(api_workflow_id(ORG, project.uuid)).fetch_history()
-    # Serialized events hold every payload's bytes as they are stored.
-    stored = b"".join(event.SerializeToString() for event in history.events)
+    # The API's workflow and its deployments (whose histories carry the resources).
+    ids = [api_workflow_id(ORG, project.uuid)]
+    ids += [w.id async for w in agent.client.list_workflows(f"WorkflowId STARTS_WITH 'deploy:{ORG}:{project.uuid}'")]
+    assert len(ids) == 2
+    stored = b""
+    for workflow_id in ids:
+        history = await agent.client.get_workflow_handle(workflow_id).fetch_history()
+        # Serialized events hold every payload's bytes as they are stored.
+        stored += b"".join(event.SerializeToString() for event in history.events)
+    assert b"sealedData" in stored  # the Secret is there, sealed
     assert b"backend-user" not in stored  # the username is sealed with the password
     for needle in (PASSWORD, base64.b64encode(PASSWORD.encode()).decode()):
         assert needle.encode() not in stored
