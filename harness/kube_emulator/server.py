@@ -49,10 +49,12 @@ class Fault:
     verb: str | None
     kind: str | None
     name: str | None
-    status: int
+    status: int | None
     reason: str
     message: str
     times: int | None
+    delay: float = 0.0
+    retry_after: int | None = None
 
     def matches(self, verb: str, rt: ResourceType, name: str | None) -> bool:
         if self.verb is not None and self.verb != verb and not (self.verb == "delete" and verb == "deletecollection"):
@@ -91,50 +93,195 @@ def _error(err: ApiError) -> web.Response:
     return _json(err.status(), err.code)
 
 
+# What APK's operator resolves for an API (besides the API itself), by where it is named.
+_ROUTE_KINDS = {"REST": "HTTPRoute", "GraphQL": "GQLRoute"}
+_POLICY_KINDS = ("Authentication", "APIPolicy", "RateLimitPolicy")
+_EXTENSION_KINDS = frozenset({"Scope", "RateLimitPolicy", "APIPolicy", "Authentication", "InterceptorService",
+                              "BackendJWT", "AIRateLimitPolicy"})
+_WATCHED_KINDS = frozenset({"API", "HTTPRoute", "GQLRoute", "Backend", "ConfigMap", "Secret"}) | _EXTENSION_KINDS
+# ConfigMaps and Secrets have no generation: they must exist, but their content never counts.
+_UNVERSIONED = frozenset({"ConfigMap", "Secret"})
+Ref = tuple[str, str]  # (kind, name) within the API's namespace
+
+
+def _named_refs(value: Any) -> list[Ref]:
+    """ConfigMaps, Secrets, interceptors and backend JWTs a spec names anywhere in it."""
+    found: list[Ref] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("configMapRef", "secretRef") and isinstance(item, dict) and item.get("name"):
+                found.append(("ConfigMap" if key == "configMapRef" else "Secret", item["name"]))
+            elif key in ("configMapRefs", "secretRefs") and isinstance(item, list):
+                kind = "ConfigMap" if key == "configMapRefs" else "Secret"
+                found += [(kind, r["name"]) for r in item if isinstance(r, dict) and r.get("name")]
+            elif key in ("requestInterceptors", "responseInterceptors") and isinstance(item, list):
+                found += [("InterceptorService", r["name"]) for r in item if isinstance(r, dict) and r.get("name")]
+            elif key == "backendJwtPolicy" and isinstance(item, dict) and item.get("name"):
+                found.append(("BackendJWT", item["name"]))
+            else:
+                found += _named_refs(item)
+    elif isinstance(value, list):
+        for item in value:
+            found += _named_refs(item)
+    return found
+
+
 class GatewayOperator:
-    """Writes API.status.deploymentStatus the way APK's operator does, debounced per object."""
+    """Writes API.status.deploymentStatus the way APK's operator decides to (debounced per API).
+
+    Like APK (``processAPIState`` in its data store), it resolves the API and everything it
+    references (routes, backends, extension-ref filters, policies targeting the API or its routes,
+    interceptors, and the ConfigMaps and Secrets they name) and redeploys, writing a new status,
+    only when that set changed: an object added or gone, a new UID, or a higher generation. An API
+    with a missing reference cannot be built and gets no status. ConfigMaps and Secrets must exist
+    but, having no generation, never count: a change of their content alone brings nothing.
+    """
 
     def __init__(self, emulator: KubeEmulator) -> None:
         self.emulator = emulator
         self.pending: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        # (namespace, API name) -> {(kind, name): (uid, generation)} as last deployed.
+        self.deployed: dict[tuple[str, str], dict[Ref, tuple[str, int]]] = {}
+        # (namespace, kind, name) -> APIs whose last resolution named it.
+        self.referrers: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
+        # (namespace, target kind, target name) -> policies whose targetRef names it.
+        self.targeted_by: dict[tuple[str, str, str], set[Ref]] = {}
+        self._targets: dict[tuple[str, str, str], tuple[str, str, str]] = {}
 
     def on_change(self, rt: ResourceType, event: Event, subresource: str) -> None:
-        if rt.group != "dp.wso2.com" or rt.kind != "API" or subresource == "status":
+        if subresource == "status" or rt.kind not in _WATCHED_KINDS:
             return
-        key = (event.obj["metadata"].get("namespace", ""), event.obj["metadata"]["name"])
+        meta = event.obj["metadata"]
+        namespace, name = meta.get("namespace", ""), meta["name"]
+        if rt.kind in _POLICY_KINDS:
+            self._index_target(rt.kind, namespace, name, None if event.type == "DELETED" else event.obj)
+        if rt.kind == "API" and rt.group == "dp.wso2.com":
+            key = (namespace, name)
+            if event.type == "DELETED":
+                if (handle := self.pending.pop(key, None)) is not None:
+                    handle.cancel()
+                self.deployed.pop(key, None)
+                return
+            self._schedule(key)
+            return
+        affected = set(self.referrers.get((namespace, rt.kind, name), ()))
+        target = (event.obj.get("spec") or {}).get("targetRef") or {}
+        if rt.kind in _POLICY_KINDS and target.get("name"):
+            if target.get("kind") == "API":
+                affected.add((namespace, target["name"]))
+            else:
+                affected |= self.referrers.get((namespace, str(target.get("kind")), target["name"]), set())
+        for key in affected:
+            self._schedule(key)
+
+    def _index_target(self, kind: str, namespace: str, name: str, obj: Obj | None) -> None:
+        me = (namespace, kind, name)
+        if (old := self._targets.pop(me, None)) is not None:
+            self.targeted_by.get(old, set()).discard((kind, name))
+        target = ((obj or {}).get("spec") or {}).get("targetRef") or {}
+        if obj is not None and target.get("name"):
+            where = (namespace, str(target.get("kind")), str(target["name"]))
+            self._targets[me] = where
+            self.targeted_by.setdefault(where, set()).add((kind, name))
+
+    def _schedule(self, key: tuple[str, str]) -> None:
         if (handle := self.pending.pop(key, None)) is not None:
             handle.cancel()
-        if event.type == "DELETED" or not self.emulator.gateway_operator:
+        if not self.emulator.gateway_operator:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # a write made outside the server (not supported for watches or the operator)
             return
-        self.pending[key] = loop.call_later(self.emulator.operator_delay, self._deploy, rt, *key)
+        self.pending[key] = loop.call_later(self.emulator.operator_delay, self._deploy, *key)
 
     def cancel_all(self) -> None:
         for handle in self.pending.values():
             handle.cancel()
         self.pending.clear()
 
-    def _deploy(self, rt: ResourceType, namespace: str, name: str) -> None:
-        self.pending.pop((namespace, name), None)
+    def _resolve(self, namespace: str, api: Obj) -> tuple[dict[Ref, tuple[str, int]], list[Ref], bool]:
+        """(generations of what counts, every reference, whether all of them exist)."""
+        store, registry = self.emulator.store, self.emulator.registry
+        state: dict[Ref, tuple[str, int]] = {}
+        named: list[Ref] = []
+        complete = True
+
+        def fetch(kind: str, name: str) -> Obj | None:
+            nonlocal complete
+            named.append((kind, name))
+            try:
+                obj = store.get(registry.by_kind(kind if kind != "API" else "API.dp.wso2.com"), namespace, name)
+            except KeyError:
+                obj = None
+            if obj is None:
+                complete = False
+            elif kind not in _UNVERSIONED:
+                state[(kind, name)] = (obj["metadata"]["uid"], obj["metadata"].get("generation", 0))
+            return obj
+
+        def with_policies(kind: str, name: str) -> None:
+            for ref in sorted(self.targeted_by.get((namespace, kind, name), ())):
+                if (policy := fetch(*ref)) is not None:
+                    for sub in _named_refs(policy.get("spec") or {}):
+                        fetch(*sub)
+
+        spec = api.get("spec") or {}
+        name = api["metadata"]["name"]
+        state[("API", name)] = (api["metadata"]["uid"], api["metadata"].get("generation", 0))
+        if spec.get("definitionFileRef"):
+            fetch("ConfigMap", spec["definitionFileRef"])
+        with_policies("API", name)
+        route_kind = _ROUTE_KINDS.get(spec.get("apiType", "REST"), "HTTPRoute")
+        for environment in ("production", "sandbox"):
+            for entry in spec.get(environment) or []:
+                for route_name in entry.get("routeRefs") or []:
+                    route = fetch(route_kind, route_name)
+                    if route is None:
+                        continue
+                    with_policies(route_kind, route_name)
+                    for rule in (route.get("spec") or {}).get("rules") or []:
+                        for backend_ref in rule.get("backendRefs") or []:
+                            if backend_ref.get("name") and (backend := fetch("Backend", backend_ref["name"])):
+                                for sub in _named_refs(backend.get("spec") or {}):
+                                    fetch(*sub)
+                        for rule_filter in rule.get("filters") or []:
+                            ext = rule_filter.get("extensionRef") or {}
+                            if ext.get("kind") in _EXTENSION_KINDS and ext.get("name"):
+                                if (found := fetch(ext["kind"], ext["name"])) is not None:
+                                    for sub in _named_refs(found.get("spec") or {}):
+                                        fetch(*sub)
+        return state, named, complete
+
+    def _deploy(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        self.pending.pop(key, None)
+        rt = self.emulator.registry.by_kind("API.dp.wso2.com")
         store = self.emulator.store
         obj = store.get(rt, namespace, name)
         if obj is None or not self.emulator.gateway_operator:
             return
+        state, named, complete = self._resolve(namespace, obj)
+        for kind, ref_name in named:
+            self.referrers.setdefault((namespace, kind, ref_name), set()).add(key)
+        if not complete:
+            return  # APK cannot build the API: no status, the agent's readiness timeout tells
+        previous = self.deployed.get(key)
+        if previous == state:
+            return  # no generation moved: APK does not redeploy and writes nothing
+        self.deployed[key] = state
         status = copy.deepcopy(obj.get("status") or {})
-        previous = status.get("deploymentStatus") or {}
         now = now_rfc3339()
         if name in self.emulator.operator_rejects:
-            state = {"accepted": False, "status": "FAILED",
-                     "message": "API could not be deployed to the gateway: rejected by the emulated operator."}
-        elif previous.get("accepted"):
-            state = {"accepted": True, "status": "UPDATED", "message": "API update is deployed to the gateway."}
+            state_ = {"accepted": False, "status": "FAILED",
+                      "message": "API could not be deployed to the gateway: rejected by the emulated operator."}
+        elif previous is not None:
+            state_ = {"accepted": True, "status": "UPDATED", "message": "API update is deployed to the gateway."}
         else:
-            state = {"accepted": True, "status": "CREATED", "message": "API is deployed to the gateway."}
-        events = list(previous.get("events") or []) + [f"[{now}] {state['status']}: {state['message']}"]
-        status["deploymentStatus"] = {**state, "transitionTime": now, "events": events[-5:]}
+            state_ = {"accepted": True, "status": "CREATED", "message": "API is deployed to the gateway."}
+        events = list((status.get("deploymentStatus") or {}).get("events") or [])
+        events.append(f"[{now}] {state_['status']}: {state_['message']}")
+        status["deploymentStatus"] = {**state_, "transitionTime": now, "events": events[-5:]}
         body = {"apiVersion": obj["apiVersion"], "kind": obj["kind"],
                 "metadata": {"name": name, "namespace": namespace,
                              "resourceVersion": obj["metadata"]["resourceVersion"]},
@@ -247,14 +394,21 @@ class KubeEmulator:
     # ---- test controls -----------------------------------------------------------------------------
 
     def inject_fault(self, *, verb: str | None = None, kind: str | None = None, name: str | None = None,
-                     status: int = 500, reason: str = "InternalError", message: str = "injected fault",
-                     times: int | None = None) -> str:
-        """Make matching API requests fail with a metav1.Status error; times=None lasts until cleared."""
+                     status: int | None = 500, reason: str = "InternalError", message: str = "injected fault",
+                     times: int | None = None, delay: float = 0.0, retry_after: int | None = None) -> str:
+        """Make matching API requests fail with a metav1.Status error; times=None lasts until cleared.
+
+        ``delay`` seconds pass before the answer (with ``status=None`` the request then proceeds: a
+        slow API server). ``retry_after`` adds a ``Retry-After`` header and ``details.retryAfterSeconds``.
+        A 410 on ``watch`` arrives as the real server sends an expired resourceVersion: an ERROR event
+        in a 200 stream.
+        """
         if verb is not None and verb not in FAULT_VERBS:
             raise ValueError(f"verb must be one of {sorted(FAULT_VERBS)}")
         if kind is not None:
             self.registry.by_kind(kind)
-        fault = Fault(f"fault-{next(self._fault_ids)}", verb, kind, name, status, reason, message, times)
+        fault = Fault(f"fault-{next(self._fault_ids)}", verb, kind, name, status, reason, message, times,
+                      float(delay), retry_after)
         with self.store.lock:
             self._faults[fault.id] = fault
         return fault.id
@@ -286,7 +440,7 @@ class KubeEmulator:
         """(method, path with query) of the last 10,000 requests, oldest first."""
         return list(self._log)
 
-    def _take_fault(self, verb: str, rt: ResourceType, name: str | None) -> ApiError | None:
+    def _take_fault(self, verb: str, rt: ResourceType, name: str | None) -> Fault | None:
         with self.store.lock:
             for fault in self._faults.values():
                 if fault.matches(verb, rt, name):
@@ -294,13 +448,20 @@ class KubeEmulator:
                         fault.times -= 1
                         if fault.times <= 0:
                             del self._faults[fault.id]
-                    details: Obj = {"kind": rt.plural}
-                    if name:
-                        details["name"] = name
-                    if rt.group:
-                        details["group"] = rt.group
-                    return ApiError(fault.status, fault.reason, fault.message, details)
+                    return fault
         return None
+
+    @staticmethod
+    def _fault_error(fault: Fault, rt: ResourceType, name: str | None) -> ApiError:
+        assert fault.status is not None
+        details: Obj = {"kind": rt.plural}
+        if name:
+            details["name"] = name
+        if rt.group:
+            details["group"] = rt.group
+        if fault.retry_after is not None:
+            details["retryAfterSeconds"] = fault.retry_after
+        return ApiError(fault.status, fault.reason, fault.message, details)
 
     # ---- HTTP --------------------------------------------------------------------------------------
 
@@ -389,7 +550,16 @@ class KubeEmulator:
         if name is None and isinstance(body, dict) and isinstance(body.get("metadata"), dict):
             name = body["metadata"].get("name")
         if (fault := self._take_fault(verb, route.rt, name)) is not None:
-            raise fault
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            if fault.status is not None:
+                error = self._fault_error(fault, route.rt, name)
+                if verb == "watch" and fault.status == 410:
+                    return await self._expired_watch(request, error)
+                response = _error(error)
+                if fault.retry_after is not None:
+                    response.headers["Retry-After"] = str(fault.retry_after)
+                return response
         if verb == "watch":
             return await self._watch(request, route)
         return self._perform(request, route, verb, body)
@@ -591,6 +761,15 @@ class KubeEmulator:
         finally:
             kind_store.watchers.discard(watcher)
             self._watch_queues.discard(queue)
+        return response
+
+    @staticmethod
+    async def _expired_watch(request: web.Request, error: ApiError) -> web.StreamResponse:
+        """What the real server streams for a resourceVersion too old to watch from."""
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(json.dumps({"type": "ERROR", "object": error.status()}).encode() + b"\n")
         return response
 
     @staticmethod

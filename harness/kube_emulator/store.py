@@ -38,6 +38,8 @@ _DNS1035_MSG = ("a DNS-1035 label must consist of lower case alphanumeric charac
                 "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', "
                 "regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')")
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+# Built-in kinds without a spec, which the real API server gives no metadata.generation.
+UNVERSIONED_BUILTINS = frozenset({"ConfigMap", "Secret"})
 SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields")
 
 
@@ -452,20 +454,24 @@ class Store:
             if key[2]:
                 entry["subresource"] = key[2]
             entries.append(entry)
+        versioned = not (rt.builtin and rt.kind in UNVERSIONED_BUILTINS)
         if old is not None:
             for key in ("uid", "creationTimestamp", "generation"):
-                meta[key] = old["metadata"][key]
+                if key in old["metadata"]:
+                    meta[key] = old["metadata"][key]
             meta["resourceVersion"] = old["metadata"]["resourceVersion"]
             if entries:
                 meta["managedFields"] = entries
             else:
                 meta.pop("managedFields", None)
-            if _content(new, skip_meta=True) != _content(old, skip_meta=True):
+            if versioned and _content(new, skip_meta=True) != _content(old, skip_meta=True):
                 meta["generation"] = old["metadata"]["generation"] + 1
             if _content(new, skip_meta=False) == _content(old, skip_meta=False):
                 return old
         else:
-            meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339(), generation=1)
+            meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339())
+            if versioned:
+                meta["generation"] = 1
             if entries:
                 meta["managedFields"] = entries
         meta["name"] = name

@@ -242,10 +242,12 @@ async def test_cancelling_a_deployment_mid_apply_restores_the_snapshot_and_repor
         lambda: len([m for m, p in kube.request_log if m == "PATCH" and "/httproutes/" in p]) > writes_before,
         what="the slow route write of revision 2",
     )
-    status = await _status(agent.client, ORG, first.uuid)
-    assert status.current_deployment and status.step == "apply"
+    # The deployment's own queries wait while its local activity runs; the API's workflow answers.
+    parent = agent.client.get_workflow_handle(api_workflow_id(ORG, first.uuid))
+    status = await parent.query(ApiWorkflow.status)
+    assert status.current_deployment and status.phase == "converging"
     handle = agent.client.get_workflow_handle(status.current_deployment)
-    await handle.cancel()
+    await handle.cancel()  # delivered while the route write is still under way
 
     [_, failure] = await wait_report(control_plane, first.uuid, 2)
     assert failure["deploymentStatus"] == "FAILURE" and "cancelled" in failure["errorMessage"]
