@@ -4,12 +4,17 @@ It reads what the control plane serves (``apis.zip``) or what a user exports (on
 zip or a directory), prints or writes the gateway resources, and can check them against the CRDs.
 The same rendering serves the golden files of the translation tests, so what a user reviews here is
 byte for byte what the tests pin down.
+
+Secret names end in a keyed digest of their content (``translation.content_names``). The key is
+derived from ``GATEWAY_AGENT_SEALING_KEY`` as the agent's workers derive it, so the names match
+the agent's; without that setting each run draws a random key and Secret names differ between runs.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import secrets
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +27,7 @@ from pydantic import ValidationError
 
 from agent.settings import Settings
 from models.artifact import ApiProject, DeployedApi, DeploymentEnvironment
+from translation import secret_name_key
 from translation.artifacts import (
     API_FILES,
     DEFAULT_LIMITS,
@@ -108,6 +114,14 @@ def read_input(path: Path, *, gateway_labels: Sequence[str], vhost: str) -> Tran
     return TranslationInput(
         apis=[single_project_deployment(project, source=path.name, gateway_labels=gateway_labels, vhost=vhost)]
     )
+
+
+def secret_name_key_of(settings: Settings) -> tuple[bytes, bool]:
+    """The key of Secret names and whether it is the agent's (from the sealing key) or this run's own."""
+    sealing_key = settings.sealing_key.get_secret_value()
+    if sealing_key:
+        return secret_name_key(sealing_key), True
+    return secrets.token_bytes(32), False
 
 
 def translate_input(source: TranslationInput, options: TranslationOptions) -> list[dict[str, Any]]:
@@ -230,16 +244,20 @@ def translate(
     """Translate control-plane artifacts into the gateway's Kubernetes resources, offline.
 
     Endpoint credentials become Secrets in the output; a warning on stderr says so.
+    Secret names end in a digest keyed by $GATEWAY_AGENT_SEALING_KEY, as the agent names them.
+    Without it, each run draws a random key: Secret names then differ between runs.
     Exit codes: 0 done, 1 --check found problems, 2 the input cannot be translated.
     """
     try:
         settings = Settings()
+        name_key, agents_key = secret_name_key_of(settings)
         options = TranslationOptions(
             namespace=namespace or settings.namespace,
             gateway_name=gateway_name or settings.gateway_name,
             gateway_namespace=gateway_namespace or settings.gateway_namespace,
             gateway_listener=gateway_listener or settings.gateway_listener,
             gateway_labels=list(gateway_labels or settings.gateway_labels),
+            secret_name_key=name_key,
         )
     except ValidationError as exc:
         _fail(f"invalid option or GATEWAY_AGENT_* setting: {_first_problem(exc)}")
@@ -272,13 +290,19 @@ def translate(
             raise typer.Exit(EXIT_INVALID)
         typer.echo(f"{len(resources)} object(s) valid against the CRDs in {crd_dir}", err=True)
 
-    secrets = [r["metadata"]["name"] for r in resources if r["kind"] == "Secret"]
-    if secrets:
+    secret_names = [r["metadata"]["name"] for r in resources if r["kind"] == "Secret"]
+    if secret_names:
         typer.echo(
-            f"warning: the output holds {len(secrets)} Secret(s) with endpoint credentials "
-            f"({', '.join(secrets)}); keep it out of logs and version control",
+            f"warning: the output holds {len(secret_names)} Secret(s) with endpoint credentials "
+            f"({', '.join(secret_names)}); keep it out of logs and version control",
             err=True,
         )
+        if not agents_key:
+            typer.echo(
+                "note: GATEWAY_AGENT_SEALING_KEY is not set, so the Secret names come from a random key of this "
+                "run and differ between runs (and from the agent's); set it to the agent's to match",
+                err=True,
+            )
     if out is None:
         typer.echo(render_stream(resources), nl=False)
         return

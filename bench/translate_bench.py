@@ -30,10 +30,15 @@ from harness.api_projects import (  # noqa: E402
     rest_api_project,
 )
 from models.artifact import DeployedApi  # noqa: E402
+from translation import secret_name_key  # noqa: E402
 from translation.artifacts import parse_runtime_artifacts  # noqa: E402
 from translation.translate import TranslationOptions, translate_api  # noqa: E402
 
-OPTIONS = TranslationOptions(namespace="apk-apis", gateway_labels=["Default"])
+# A fixed key, so every run names the REST API's credential Secret alike (as a worker does).
+BENCH_SEALING_KEY = "translate-bench-fixed-sealing-key"
+OPTIONS = TranslationOptions(
+    namespace="apk-apis", gateway_labels=["Default"], secret_name_key=secret_name_key(BENCH_SEALING_KEY)
+)
 REST_OPERATIONS = [
     {"target": "/orders", "verb": "GET"},
     {"target": "/orders", "verb": "POST", "scopes": ["orders:write"]},

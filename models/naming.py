@@ -3,6 +3,10 @@
 Names must be stable across revisions of one API (so a new revision updates in place),
 unique across APIs, and valid RFC 1123; the control plane's names are free text, so a
 short hash of the organization and API UUID makes them unique and the rest is a readable slug.
+
+ConfigMaps and Secrets are the exception: their names end in a digest of their content
+(``content_addressed_name``), so that a new content is a new name, and so a change of the spec
+that references it, which is what the gateway watches (their own content carries no generation).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ CONFIG_HASH_ANNOTATION = f"{LABEL_PREFIX}/config-hash"
 
 MAX_NAME = 253
 _SLUG_BUDGET = 40
+CONTENT_HASH_LENGTH = 10  # hex digits of the content suffix of ConfigMap and Secret names
+_HEX = re.compile(r"^[0-9a-f]+$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
@@ -62,6 +68,20 @@ def child_name(base: str, *parts: str) -> str:
     if len(name) > MAX_NAME:
         name = f"{name[: MAX_NAME - 9].rstrip('-')}-{short_hash(name)}"
     return name
+
+
+def content_addressed_name(name: str, digest: str) -> str:
+    """``<name>-<digest[:10]>``: the name of an object whose name follows its content.
+
+    ``digest`` is hex of a hash of the content (``translation.content_names``); a name too long for
+    the suffix is shortened as ``child_name`` does, so distinct long names stay distinct.
+    """
+    suffix = digest[:CONTENT_HASH_LENGTH]
+    if len(suffix) != CONTENT_HASH_LENGTH or not _HEX.match(suffix):
+        raise ValueError(f"a content digest is {CONTENT_HASH_LENGTH} or more lowercase hex digits, not {digest!r}")
+    if len(name) + 1 + len(suffix) > MAX_NAME:
+        name = f"{name[: MAX_NAME - 1 - len(suffix) - 9].rstrip('-')}-{short_hash(name)}"
+    return f"{name}-{suffix}"
 
 
 def label_value(value: str) -> str:

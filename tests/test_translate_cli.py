@@ -25,6 +25,7 @@ from harness.api_projects import (
     graphql_api_project,
     rest_api_project,
 )
+from tests.translation import SEALING_KEY
 from translation.crd_schemas import default_crd_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,6 +104,37 @@ class TestOutput:
         assert result.exit_code == 0, result.stderr
         assert result.stdout == golden.read_text(encoding="utf-8")
 
+    def test_the_agents_sealing_key_gives_the_agents_secret_names(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # The goldens name Secrets with the key derived from the tests' sealing key, as a worker would.
+        golden = GOLDEN / "payments-endpoint-credentials.yaml"
+        monkeypatch.setenv("GATEWAY_AGENT_SEALING_KEY", SEALING_KEY)
+        result = run(FIXTURES / "payments-endpoint-credentials", *FIXTURE_SETTINGS, "--vhost", "gw.wso2.example")
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout == golden.read_text(encoding="utf-8")
+        assert "GATEWAY_AGENT_SEALING_KEY is not set" not in result.stderr
+
+    def test_without_a_sealing_key_secret_names_differ_between_runs(self) -> None:
+        arguments = (FIXTURES / "payments-endpoint-credentials", *FIXTURE_SETTINGS, "--vhost", "gw.wso2.example")
+        first, second = run(*arguments), run(*arguments)
+        assert first.exit_code == second.exit_code == 0, first.stderr + second.stderr
+        assert "note: GATEWAY_AGENT_SEALING_KEY is not set, so the Secret names come from a random key" in first.stderr
+
+        def names(result: Any, kind: str) -> set[str]:
+            return {o["metadata"]["name"] for o in documents(result.stdout) if o["kind"] == kind}
+
+        assert len(names(first, "Secret")) == 2 and not names(first, "Secret") & names(second, "Secret")
+        for kind in ("ConfigMap", "Backend", "HTTPRoute", "API"):
+            assert names(first, kind) == names(second, kind)
+        for result in (first, second):
+            refs = {
+                o["spec"]["security"][kind][field]["name"]
+                for o in documents(result.stdout)
+                if o["kind"] == "Backend" and "security" in o["spec"]
+                for kind, field in (("basic", "secretRef"), ("apiKey", "valueFrom"))
+                if kind in o["spec"]["security"]
+            }
+            assert refs == names(result, "Secret")
+
     def test_the_project_folder_and_its_parent_give_the_same_stream(self, tmp_path: Path) -> None:
         folder = write_project(pizza_project(), tmp_path)
         from_parent, from_folder = run(tmp_path), run(folder)
@@ -172,12 +204,14 @@ class TestOutput:
         result = run(write_project(project, tmp_path))
         assert result.exit_code == 0, result.stderr
         assert "warning: the output holds 1 Secret(s) with endpoint credentials" in result.stderr
+        assert "Secret names come from a random key of this run and differ between runs" in result.stderr
         assert PASSWORD not in result.stderr
         secret = next(o for o in documents(result.stdout) if o["kind"] == "Secret")
         assert base64.b64decode(secret["data"]["password"]).decode() == PASSWORD
         assert PASSWORD not in result.stdout  # only its base64 form
 
-    def test_out_writes_one_file_per_object(self, tmp_path: Path) -> None:
+    def test_out_writes_one_file_per_object(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("GATEWAY_AGENT_SEALING_KEY", SEALING_KEY)  # the same Secret names in both runs
         project = pizza_project(
             endpoint_security={"production": {"type": "BASIC", "username": "pizza", "password": PASSWORD}},
             format="json",

@@ -3,6 +3,9 @@
 APK reads both from ConfigMaps: ``Authentication.spec.default.authTypes.mtls.configMapRefs`` and
 ``Backend.spec.tls.configMapRef``, each ``{name, key}``. Certificates are public, so a ConfigMap
 (not a Secret) is the right home, as in APK's own translator.
+
+Both ConfigMaps are named by their content (``translation.content_names``), so a new or changed
+certificate changes the ``Authentication`` or ``Backend`` that references it, which the gateway sees.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 from models.artifact import ApiProject
 from models.naming import child_name
+from translation.content_names import config_map_name
 from translation.endpoints import normalized_url, redacted_url
 from translation.errors import TranslationError
 
@@ -53,18 +57,23 @@ def client_certificates(
                 f"{label} limits callers of client certificate {binding.alias!r} to tier {tier!r}; the gateway "
                 "has no per-certificate rate limit. Set the certificate's tier to Unlimited"
             )
-    name = child_name(base, "client-certificates")
     data = {_key(file): _pem(file, text, label, "client") for file, text in sorted(files.items())}
+    name = config_map_name(child_name(base, "client-certificates"), data)
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(name), "data": data}
     return config_map, [{"name": name, "key": key} for key in sorted(data)]
 
 
 class EndpointCertificates:
-    """Which endpoint URL trusts which certificate, from ``endpoint_certificates.json``."""
+    """Which endpoint URL trusts which certificate, from ``endpoint_certificates.json``.
+
+    The ConfigMap holds the certificates some backend uses, so its content, and with it its name,
+    is known only once every backend is built: ``tls_for`` hands out references whose name
+    ``config_map`` fills in.
+    """
 
     def __init__(self, project: ApiProject, base: str, label: str) -> None:
         self._label = label
-        self.name = child_name(base, "endpoint-certificates")
+        self._prefix = child_name(base, "endpoint-certificates")
         files = project.endpoint_certificates
         bindings = project.endpoint_certificate_bindings
         if files and not bindings:
@@ -91,22 +100,34 @@ class EndpointCertificates:
                 )
             self._by_url[url] = entry
         self._used: dict[str, str] = {}
+        self._references: list[dict[str, str]] = []  # the configMapRefs handed out, named by config_map
 
     def tls_for(self, url: str, protocol: str) -> dict[str, Any] | None:
-        """``Backend.spec.tls`` for an endpoint, or None (plain HTTP, or no certificate for it)."""
+        """``Backend.spec.tls`` for an endpoint, or None (plain HTTP, or no certificate for it).
+
+        The reference's name is empty until ``config_map`` is called, which every translation does.
+        """
         found = self._by_url.get(normalized_url(url))
         if found is None or protocol != "https":
             return None
         key, pem = found
         self._used[key] = pem
-        return {"configMapRef": {"name": self.name, "key": key}}
+        reference = {"name": "", "key": key}
+        self._references.append(reference)
+        return {"configMapRef": reference}
 
     def config_map(self, metadata: Callable[[str], dict[str, Any]]) -> dict[str, Any] | None:
-        """The ConfigMap holding the certificates some backend uses; None when none does."""
+        """The ConfigMap holding the certificates some backend uses (None when none does).
+
+        Names it by its content and points every reference ``tls_for`` handed out at it.
+        """
         if not self._used:
             return None
         data = dict(sorted(self._used.items()))
-        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(self.name), "data": data}
+        name = config_map_name(self._prefix, data)
+        for reference in self._references:
+            reference["name"] = name
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(name), "data": data}
 
 
 def _key(file: str) -> str:

@@ -11,10 +11,15 @@ Choices that differ from APK, and why:
   vhost is the host the control plane shows to API consumers, organization included or not.
 - Names are derived from the organization and API UUID (``models.naming``), not random, so a
   new revision updates the same objects in place.
-- The ``API`` carries a config hash of everything else, so any change re-triggers the gateway.
-  Secret values are left out of the hash (it is readable by anyone who can read APIs and
-  would let a weak password be guessed offline); APK watches the Secrets its Backends
-  reference, so a credential rotation still reaches the gateway.
+- ConfigMaps and Secrets that specs reference are named by their content
+  (``translation.content_names``): APK redeploys an API only when the generation of the API or
+  of an object it references moves, and a ConfigMap's or Secret's content has no generation.
+  A new definition, certificate or endpoint password is thus a new name and a change of the
+  referencing spec (``definitionFileRef``, ``Backend.spec.tls``/``security``, mTLS
+  ``configMapRefs``). Secret names use a keyed hash (``TranslationOptions.secret_name_key``),
+  never a bare hash of a password, which would let it be guessed offline.
+- The ``API`` carries a config hash of everything else. Secret values are left out of it (it
+  is readable by anyone who can read APIs); a rotation still changes it through the Secret's name.
 - What the gateway cannot express fails the deployment with a ``TranslationError`` naming the
   setting, where APK's agent drops it: failover endpoints (a Backend has one service and no
   failover), ``maxTps``, fault-flow and unknown operation policies, ``basic_auth``, custom
@@ -54,6 +59,7 @@ from models.naming import (
 )
 from models.resources import sort_for_apply
 from translation.certificates import EndpointCertificates, client_certificates
+from translation.content_names import MIN_SECRET_NAME_KEY_BYTES, config_map_name, secret_name, secret_name_key
 from translation.endpoints import backend_spec, redacted_url
 from translation.errors import TranslationError
 from translation.graphql import gql_route_rules
@@ -65,7 +71,14 @@ from translation.policies import (
 )
 from translation.rest import http_route_rules
 
-__all__ = ["TranslationError", "TranslationOptions", "config_hash", "full_base_path", "translate_api"]
+__all__ = [
+    "TranslationError",
+    "TranslationOptions",
+    "config_hash",
+    "full_base_path",
+    "secret_name_key",
+    "translate_api",
+]
 
 DP_GROUP = "dp.wso2.com"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -76,6 +89,7 @@ HTTPROUTE_VERSION = "gateway.networking.k8s.io/v1"
 GQLROUTE_VERSION = "dp.wso2.com/v1alpha2"
 DEFINITION_KEY = "definition"  # the ConfigMap key APK reads
 DEFINITION_PATH = "/api-definition"  # the CRD's default, written out so the object is complete
+SECRET_TYPE = "Opaque"
 ENDPOINT_TYPES = ("production", "sandbox")
 SUPPORTED_ENDPOINT_TYPES = ("http", "address", "load_balance", "failover")
 SECURITY_SCHEMES = (
@@ -112,6 +126,10 @@ class TranslationOptions(BaseModel):
     gateway_listener: str = "httpslistener"
     gateway_labels: list[str] = Field(default_factory=list)  # the agent's environments
     environment: str | None = None
+    # Keys the digest in Secret names (translation.content_names); derive it from the agent's sealing
+    # key with ``secret_name_key(sealing_key)`` so every worker names Secrets alike. Required (at least
+    # 16 bytes) when the API has endpoint credentials; kept out of the options' repr.
+    secret_name_key: bytes = Field(default=b"", repr=False)
     # Rate-limit tier name -> (requests, unit); APIM's default API-level tiers unless configured.
     rate_limit_tiers: dict[str, tuple[int, str]] = Field(default_factory=lambda: dict(DEFAULT_RATE_LIMIT_TIERS))
 
@@ -123,6 +141,16 @@ class TranslationOptions(BaseModel):
                 raise ValueError(
                     f"rate-limit tier {name!r}: needs 1 to {2**31 - 1} requests per {', '.join(RATE_LIMIT_UNITS)}"
                 )
+        return value
+
+    @field_validator("secret_name_key")
+    @classmethod
+    def _key_long_enough(cls, value: bytes) -> bytes:
+        if value and len(value) < MIN_SECRET_NAME_KEY_BYTES:
+            raise ValueError(
+                f"secret_name_key must be empty or at least {MIN_SECRET_NAME_KEY_BYTES} bytes; "
+                "derive it with translation.secret_name_key(sealing_key)"
+            )
         return value
 
     @field_validator("namespace")
@@ -145,7 +173,8 @@ def translate_api(api: DeployedApi, options: TranslationOptions) -> list[dict[st
 
     Raises ``TranslationError`` for an API the gateway cannot serve as configured (type, GraphQL
     subscriptions, endpoints, security, rate limits, operation policies): a setting is either
-    translated or the deployment fails naming it, never dropped.
+    translated or the deployment fails naming it, never dropped. Raises ``ValueError`` when the API
+    has endpoint credentials and ``options.secret_name_key`` is empty (the agent's configuration).
     """
     data = api.project.data
     label = f"API '{data.name}' {data.version}"
@@ -174,7 +203,16 @@ def translate_api(api: DeployedApi, options: TranslationOptions) -> list[dict[st
 
     backend_refs: dict[str, list[dict[str, Any]]] = {}
     for endpoint_type in ENDPOINT_TYPES:
-        objects = _backends(data, endpoint_type, base, label, metadata, overrides.get(endpoint_type), certificates)
+        objects = _backends(
+            data,
+            endpoint_type,
+            base,
+            label,
+            metadata,
+            overrides.get(endpoint_type),
+            certificates,
+            options.secret_name_key,
+        )
         if objects:
             resources.extend(objects)
             backend_refs[endpoint_type] = [
@@ -369,6 +407,7 @@ def _backends(
     metadata: Callable[[str], dict[str, Any]],
     override: str | None,
     certificates: EndpointCertificates,
+    secret_key: bytes,
 ) -> list[dict[str, Any]]:
     """Backends (one per load-balanced URL) and the Secret with their credentials, if any."""
     config = data.endpoint_config
@@ -409,7 +448,12 @@ def _backends(
         )
     objects: list[dict[str, Any]] = []
     security = _backend_security(
-        config.security(endpoint_type) if config is not None else None, endpoint_type, base, label, metadata
+        config.security(endpoint_type) if config is not None else None,
+        endpoint_type,
+        base,
+        label,
+        metadata,
+        secret_key,
     )
     if security is not None:
         secret, reference = security
@@ -428,44 +472,42 @@ def _backend_security(
     base: str,
     label: str,
     metadata: Callable[[str], dict[str, Any]],
+    secret_key: bytes,
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The Secret holding the credentials and the Backend's reference to it."""
+    """The Secret holding the credentials and the Backend's reference to it, named by a keyed digest."""
     if security is None or not security.enabled:
         return None
     kind = (security.type or "").strip().upper()
-    name = child_name(base, endpoint_type, "credentials")
-    reference: dict[str, Any]
+    values: dict[str, str]
+    reference: Callable[[str], dict[str, Any]]  # the Backend's reference to the Secret of that name
     if kind == "BASIC":
         if not security.username:
             raise TranslationError(f"{label} has BASIC {endpoint_type} endpoint security without a username")
         password = security.password.get_secret_value() if security.password is not None else ""
         values = {"password": password, "username": security.username}
-        reference = {"basic": {"secretRef": {"name": name, "usernameKey": "username", "passwordKey": "password"}}}
+
+        def reference(name: str) -> dict[str, Any]:
+            return {"basic": {"secretRef": {"name": name, "usernameKey": "username", "passwordKey": "password"}}}
+
     elif kind == "APIKEY":
-        if not security.api_key_identifier or security.api_key_value is None:
+        identifier = security.api_key_identifier
+        if not identifier or security.api_key_value is None:
             raise TranslationError(f"{label} has API key {endpoint_type} endpoint security without a key name or value")
         placement = "Query" if (security.api_key_identifier_type or "").upper().startswith("QUERY") else "Header"
         values = {"apiKey": security.api_key_value.get_secret_value()}
-        reference = {
-            "apiKey": {
-                "in": placement,
-                "name": security.api_key_identifier,
-                "valueFrom": {"name": name, "valueKey": "apiKey"},
-            }
-        }
+
+        def reference(name: str) -> dict[str, Any]:
+            return {"apiKey": {"in": placement, "name": identifier, "valueFrom": {"name": name, "valueKey": "apiKey"}}}
+
     else:
         raise TranslationError(
             f"{label} has {security.type or 'untyped'} {endpoint_type} endpoint security; "
             "the gateway's backends support BASIC and API key credentials only"
         )
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": metadata(name),
-        "type": "Opaque",
-        "data": {key: base64.b64encode(value.encode("utf-8")).decode("ascii") for key, value in sorted(values.items())},
-    }
-    return secret, reference
+    encoded = {key: base64.b64encode(value.encode("utf-8")).decode("ascii") for key, value in sorted(values.items())}
+    name = secret_name(child_name(base, endpoint_type, "credentials"), secret_key, encoded, SECRET_TYPE)
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": metadata(name), "type": SECRET_TYPE, "data": encoded}
+    return secret, reference(name)
 
 
 def _definition_config_map(
@@ -482,11 +524,12 @@ def _definition_config_map(
         raise TranslationError(
             f"{label} has a definition of {len(definition)} characters, which does not fit a ConfigMap even compressed"
         )
+    binary_data = {DEFINITION_KEY: packed}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": metadata(child_name(base, "definition")),
-        "binaryData": {DEFINITION_KEY: packed},
+        "metadata": metadata(config_map_name(child_name(base, "definition"), binary_data=binary_data)),
+        "binaryData": binary_data,
     }
 
 

@@ -14,11 +14,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from models.artifact import ApiData, ApiProject, CertificateBinding, DeployedApi, DeploymentEnvironment
+from translation import secret_name_key
 
 API_UUID = "8f1c2a4e-5b6d-4e7f-9a0b-1c2d3e4f5a6b"
 OTHER_UUID = "0d9e8f7a-6b5c-4d3e-8f1a-2b3c4d5e6f7a"
 PASSWORD = "pizza-backend-s3cret!"
 API_KEY_VALUE = "backend-api-key-9f8e7d"
+# The tests' sealing key (Fernet form: urlsafe base64 of b"translation-tests-sealing-key-01"). The goldens'
+# Secret names follow from the key derived from it; `gateway-agent translate` run with
+# GATEWAY_AGENT_SEALING_KEY set to it prints the goldens byte for byte.
+SEALING_KEY = "dHJhbnNsYXRpb24tdGVzdHMtc2VhbGluZy1rZXktMDE="
+SECRET_NAME_KEY = secret_name_key(SEALING_KEY)
 
 SWAGGER = json.dumps(
     {
@@ -162,3 +168,78 @@ def deployments_json(*entries: tuple[str, str, list[tuple[str, str]]]) -> str:
             },
         }
     )
+
+
+# Reference fields of the specs the translator emits; a field ending in Ref/Refs that is not here fails
+# ``references`` so that a new kind of reference cannot escape the dangling-reference checks.
+_TYPED_REFERENCE_FIELDS = ("backendRefs", "extensionRef", "targetRef", "parentRefs")
+_ROUTE_KINDS = {"REST": "HTTPRoute", "GraphQL": "GQLRoute"}
+_EXTERNAL_KINDS = ("Gateway",)  # the Gateway the routes attach to is not the translator's
+
+
+def references(resources: list[dict[str, Any]]) -> list[tuple[str, str, str, str | None]]:
+    """Every reference an emitted spec makes to an object by name: (source, kind, name, key or None).
+
+    ``Resource`` targets (APK's "the API's resources") count as references to the API.
+    """
+    found: list[tuple[str, str, str, str | None]] = []
+    for resource in resources:
+        if resource.get("spec") is not None:
+            source = f"{resource['kind']}/{resource['metadata']['name']}"
+            _visit(resource["spec"], resource["spec"], source, found)
+    return found
+
+
+def _visit(node: Any, spec: dict[str, Any], source: str, found: list[tuple[str, str, str, str | None]]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _visit(item, spec, source, found)
+        return
+    if not isinstance(node, dict):
+        return
+
+    def add(kind: str, name: str, key: str | None = None) -> None:
+        found.append((source, kind, name, key))
+
+    for field_name, value in node.items():
+        if field_name == "definitionFileRef":
+            add("ConfigMap", value, "definition")
+        elif field_name == "routeRefs":
+            for name in value:
+                add(_ROUTE_KINDS[spec["apiType"]], name)
+        elif field_name in _TYPED_REFERENCE_FIELDS:
+            for ref in value if isinstance(value, list) else [value]:
+                if ref["kind"] not in _EXTERNAL_KINDS:
+                    add("API" if ref["kind"] == "Resource" else ref["kind"], ref["name"])
+        elif field_name == "backendRef":  # InterceptorService
+            add("Backend", value["name"])
+        elif field_name == "configMapRef":
+            add("ConfigMap", value["name"], value["key"])
+        elif field_name == "configMapRefs":
+            for ref in value:
+                add("ConfigMap", ref["name"], ref["key"])
+        elif field_name == "secretRef":
+            add("Secret", value["name"], value["usernameKey"])
+            add("Secret", value["name"], value["passwordKey"])
+        elif field_name == "valueFrom":
+            add("Secret", value["name"], value["valueKey"])
+        elif field_name in ("requestInterceptors", "responseInterceptors"):
+            for ref in value:
+                add("InterceptorService", ref["name"])
+        elif field_name.endswith(("Ref", "Refs")):
+            raise AssertionError(f"{source}: unknown reference field {field_name!r}; teach references() it")
+        else:
+            _visit(value, spec, source, found)
+
+
+def dangling_references(resources: list[dict[str, Any]]) -> list[str]:
+    """References to an object (or a ConfigMap/Secret key) the output does not hold."""
+    emitted = {(r["kind"], r["metadata"]["name"]): r for r in resources}
+    problems: list[str] = []
+    for source, kind, name, key in references(resources):
+        target = emitted.get((kind, name))
+        if target is None:
+            problems.append(f"{source} -> {kind}/{name}: not emitted")
+        elif key is not None and key not in {**target.get("data", {}), **target.get("binaryData", {})}:
+            problems.append(f"{source} -> {kind}/{name}: has no key {key!r}")
+    return problems

@@ -22,7 +22,9 @@ from . import (
     CERTIFICATE,
     PASSWORD,
     SDL,
+    SECRET_NAME_KEY,
     api_data,
+    dangling_references,
     deployed_api,
     deployments_json,
     graphql_data,
@@ -30,7 +32,9 @@ from . import (
     zip_bytes,
 )
 
-OPTIONS = TranslationOptions(namespace="apk-agent", gateway_labels=["Default", "Edge"], environment="prod")
+OPTIONS = TranslationOptions(
+    namespace="apk-agent", gateway_labels=["Default", "Edge"], environment="prod", secret_name_key=SECRET_NAME_KEY
+)
 ENVIRONMENTS = [("Default", "gw.example.com"), ("Edge", "edge.example.com")]
 
 
@@ -116,6 +120,11 @@ APIS = {
 def test_generated_objects_validate(crds: CrdSchemas, name: str) -> None:
     resources = translate_api(APIS[name](), OPTIONS)
     assert validate_resources(resources, crds) == []
+
+
+@pytest.mark.parametrize("name", sorted(APIS))
+def test_no_reference_dangles(name: str) -> None:
+    assert dangling_references(translate_api(APIS[name](), OPTIONS)) == []
 
 
 def test_from_apis_zip_to_valid_resources(crds: CrdSchemas) -> None:

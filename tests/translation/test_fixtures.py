@@ -23,6 +23,8 @@ from translation.artifacts import API_FILES, DEFAULT_ORGANIZATION, load_api_proj
 from translation.crd_schemas import CrdSchemas, validate_resources
 from translation.translate import TranslationError, TranslationOptions, translate_api
 
+from . import SECRET_NAME_KEY, dangling_references
+
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures"
 GOLDEN = HERE / "golden"
@@ -82,6 +84,7 @@ def load_fixture(name: str) -> Fixture:
         namespace="apk-apis",
         gateway_namespace="apk",
         gateway_labels=deployment.get("gatewayLabels") or [e.name for e in environments],
+        secret_name_key=SECRET_NAME_KEY,
     )
     return Fixture(name=name, api=api, options=options)
 
@@ -137,6 +140,13 @@ def test_every_object_validates_against_the_crds(name: str, crds: CrdSchemas) ->
     outcome = translate_fixture(load_fixture(name))
     assert outcome.resources is not None, f"{name}: {outcome.error}"
     assert validate_resources(outcome.resources, crds) == []
+
+
+@pytest.mark.parametrize("name", translating_fixtures())
+def test_every_reference_points_to_an_emitted_object(name: str) -> None:
+    outcome = translate_fixture(load_fixture(name))
+    assert outcome.resources is not None, f"{name}: {outcome.error}"
+    assert dangling_references(outcome.resources) == []
 
 
 def endpoint_credentials(fixture: Fixture) -> list[str]:

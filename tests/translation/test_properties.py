@@ -3,13 +3,17 @@
 Projects are built with ``harness.api_projects`` and read back through the real parser, so the
 generated input has the control plane's wire shape. Whatever the input, translation either
 succeeds or refuses with ``TranslationError``; what it produces is valid, stably and uniquely
-named, deterministic, and keeps endpoint credentials inside Secret data only.
+named, deterministic, and keeps endpoint credentials inside Secret data only. Its ConfigMaps and
+Secrets are named by their content (a keyed digest for Secrets), every reference resolves, and a
+change of a definition or a credential renames exactly the object that holds it.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import gzip
+import hashlib
 import json
 import re
 import uuid
@@ -28,16 +32,22 @@ from harness.api_projects import (
     with_changes,
 )
 from models.artifact import DeployedApi, DeploymentEnvironment
+from models.naming import CONFIG_HASH_ANNOTATION
 from translation.artifacts import parse_api_project_zip
+from translation.content_names import config_map_name, secret_name, secret_name_key
 from translation.crd_schemas import CrdSchemas, validate_resources
 from translation.translate import TranslationError, TranslationOptions, translate_api
 
-OPTIONS = TranslationOptions(namespace="apk-apis", gateway_labels=["Default"])
+from . import SECRET_NAME_KEY, dangling_references
+
+OPTIONS = TranslationOptions(namespace="apk-apis", gateway_labels=["Default"], secret_name_key=SECRET_NAME_KEY)
 EXAMPLES = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # What APIM refuses in API names; the generated names use everything else, unicode included.
 NAME_FORBIDDEN = "~!@#;:%^*()+={}|\\<>\"',&$[]/"
 RFC1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 SECRET_PREFIX = "s3cr3t\u00b7"  # a marker no translator output contains by chance
+OTHER_KEY_OPTIONS = OPTIONS.model_copy(update={"secret_name_key": secret_name_key("another sealing key")})
+CONTENT_SUFFIX = re.compile(r"-[0-9a-f]{10}$")
 
 
 def mostly(usual: st.SearchStrategy[Any], odd: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -259,6 +269,40 @@ def identities(resources: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(r["kind"], r["metadata"]["name"]) for r in resources]
 
 
+def difference(
+    first: list[dict[str, Any]], second: list[dict[str, Any]]
+) -> tuple[set[tuple[str, str]], set[tuple[str, str]], set[tuple[str, str]]]:
+    """(objects only in first, only in second, in both with another content), by (kind, name)."""
+    a = {(r["kind"], r["metadata"]["name"]): r for r in first}
+    b = {(r["kind"], r["metadata"]["name"]): r for r in second}
+    return set(a) - set(b), set(b) - set(a), {key for key in a.keys() & b.keys() if a[key] != b[key]}
+
+
+def without_config_hash(resource: dict[str, Any]) -> dict[str, Any]:
+    copied = copy.deepcopy(resource)
+    copied["metadata"]["annotations"].pop(CONFIG_HASH_ANNOTATION, None)
+    return copied
+
+
+def assert_content_addressed(resources: list[dict[str, Any]], key: bytes) -> None:
+    """Every ConfigMap and Secret is ``<readable name>-<digest of its content>``."""
+    for resource in resources:
+        name = resource["metadata"]["name"]
+        prefix = CONTENT_SUFFIX.sub("", name)
+        if resource["kind"] == "ConfigMap":
+            assert name == config_map_name(prefix, resource.get("data"), resource.get("binaryData")), name
+        elif resource["kind"] == "Secret":
+            assert name == secret_name(prefix, key, resource["data"], resource["type"]), name
+
+
+def secret_references(resource: dict[str, Any]) -> set[str]:
+    security = resource["spec"].get("security") if resource["kind"] == "Backend" else None
+    if not security:
+        return set()
+    ref = security["basic"]["secretRef"] if "basic" in security else security["apiKey"]["valueFrom"]
+    return {ref["name"]}
+
+
 @EXAMPLES
 @given(api=generated_apis())
 def test_translation_is_valid_named_and_deterministic_or_refused(api: GeneratedApi, crds: CrdSchemas) -> None:
@@ -269,7 +313,10 @@ def test_translation_is_valid_named_and_deterministic_or_refused(api: GeneratedA
     for _, name in identities(resources):
         assert len(name) <= 253 and RFC1123_SUBDOMAIN.match(name), name
     assert len(set(identities(resources))) == len(resources), identities(resources)
+    assert dangling_references(resources) == []
+    assert_content_addressed(resources, SECRET_NAME_KEY)
     again = translate_api(deploy(api), OPTIONS)
+    assert identities(again) == identities(resources)
     assert render_stream(again) == render_stream(resources)
 
 
@@ -290,6 +337,86 @@ def test_credentials_appear_only_in_secret_data(api: GeneratedApi) -> None:
     for endpoint_type, secret in api.secrets.items():
         if api.urls[endpoint_type] is not None:
             assert secret in in_secrets, f"the {endpoint_type} credential is not in any Secret"
+    # Nor in a Secret's name: no bare hash of a credential (or of the data) that a guess could be tested against.
+    for resource in resources:
+        if resource["kind"] != "Secret":
+            continue
+        name = resource["metadata"]["name"]
+        suffix = name[-10:]
+        texts = [*api.secrets.values(), *resource["data"].values(), json.dumps(resource["data"], sort_keys=True)]
+        for text in texts:
+            for algorithm in ("sha1", "sha256", "md5"):
+                digest = hashlib.new(algorithm, text.encode("utf-8")).hexdigest()
+                assert suffix not in digest and digest[:10] not in name, (algorithm, name)
+
+
+@EXAMPLES
+@given(api=generated_apis(), change=st.text(alphabet=_printable, min_size=1, max_size=20))
+def test_a_new_definition_renames_the_definition_and_nothing_else(api: GeneratedApi, change: str) -> None:
+    deployed = deploy(api)
+    first = translate_or_none(deployed)
+    definition = deployed.project.definition
+    if first is None or not definition or not definition.strip():
+        return
+    changed_api = deployed.model_copy(
+        update={"project": deployed.project.model_copy(update={"definition": f"{definition}\n# {change}"})}
+    )
+    second = translate_api(changed_api, OPTIONS)
+    gone, added, changed = difference(first, second)
+    assert len(gone) == len(added) == 1, (gone, added)
+    ((old_kind, old_name),), ((new_kind, new_name),) = gone, added
+    assert old_kind == new_kind == "ConfigMap"
+    assert CONTENT_SUFFIX.sub("", old_name) == CONTENT_SUFFIX.sub("", new_name)
+    (api_object,) = [r for r in second if r["kind"] == "API"]
+    assert api_object["spec"]["definitionFileRef"] == new_name
+    assert changed == {("API", api_object["metadata"]["name"])}
+    assert dangling_references(second) == []
+
+
+@EXAMPLES
+@given(api=generated_apis(), data=st.data())
+def test_a_rotated_credential_renames_its_secret_and_moves_its_backends_only(
+    api: GeneratedApi, data: st.DataObject
+) -> None:
+    first = translate_or_none(deploy(api))
+    if first is None or not api.secrets:
+        return
+    endpoint_type = data.draw(st.sampled_from(sorted(api.secrets)))
+    config = copy.deepcopy(api.files.data["endpointConfig"])
+    security = config["endpoint_security"][endpoint_type]
+    field_name = "password" if str(security.get("type")).upper() == "BASIC" else "apiKeyValue"
+    security[field_name] = api.secrets[endpoint_type] + data.draw(st.text(alphabet=_printable, min_size=1, max_size=8))
+    second = translate_api(deploy(api, with_changes(api.files, data_updates={"endpointConfig": config})), OPTIONS)
+    gone, added, changed = difference(first, second)
+    if api.urls[endpoint_type] is None:  # no backend of that type, so no Secret
+        assert (gone, added, changed) == (set(), set(), set())
+        return
+    assert len(gone) == len(added) == 1, (gone, added)
+    ((old_kind, old_name),), ((new_kind, new_name),) = gone, added
+    assert old_kind == new_kind == "Secret"
+    assert CONTENT_SUFFIX.sub("", old_name) == CONTENT_SUFFIX.sub("", new_name)
+    before = {(r["kind"], r["metadata"]["name"]): r for r in first}
+    after = {(r["kind"], r["metadata"]["name"]): r for r in second}
+    referrers = {key for key, r in before.items() if old_name in secret_references(r)}
+    assert referrers and all(secret_references(after[key]) == {new_name} for key in referrers)
+    (api_key,) = [key for key in before if key[0] == "API"]
+    assert changed == referrers | {api_key}
+    assert without_config_hash(before[api_key]) == without_config_hash(after[api_key])
+    assert dangling_references(second) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(api=generated_apis())
+def test_another_key_renames_the_secrets_only(api: GeneratedApi) -> None:
+    first = translate_or_none(deploy(api))
+    if first is None:
+        return
+    second = translate_api(deploy(api), OTHER_KEY_OPTIONS)
+    gone, added, changed = difference(first, second)
+    secrets = {key for key in identities(first) if key[0] == "Secret"}
+    assert gone == secrets and len(added) == len(secrets) and {kind for kind, _ in added} <= {"Secret"}
+    assert {kind for kind, _ in changed} <= {"Backend", "API"}
+    assert_content_addressed(second, OTHER_KEY_OPTIONS.secret_name_key)
 
 
 @settings(max_examples=100, deadline=None)

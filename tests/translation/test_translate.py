@@ -24,9 +24,19 @@ from models.resources import apply_rank
 from translation.rest import path_match_regex, rewrite_full_path
 from translation.translate import TranslationError, TranslationOptions, full_base_path, translate_api
 
-from . import API_KEY_VALUE, API_UUID, OTHER_UUID, PASSWORD, SDL, api_data, deployed_api, graphql_data
+from . import (
+    API_KEY_VALUE,
+    API_UUID,
+    OTHER_UUID,
+    PASSWORD,
+    SDL,
+    SECRET_NAME_KEY,
+    api_data,
+    deployed_api,
+    graphql_data,
+)
 
-OPTIONS = TranslationOptions(namespace="apk-agent", gateway_labels=["Default"])
+OPTIONS = TranslationOptions(namespace="apk-agent", gateway_labels=["Default"], secret_name_key=SECRET_NAME_KEY)
 CREDENTIALS = {
     "production": {"enabled": True, "type": "BASIC", "username": "backend-user", "password": PASSWORD},
     "sandbox": {
@@ -477,12 +487,17 @@ class TestEndpointCredentials:
         )
         assert PASSWORD not in message
 
-    def test_rotated_password_changes_the_secret(self) -> None:
+    def test_rotated_password_is_a_new_secret_the_backend_references(self) -> None:
+        # The gateway sees no change of a Secret's content; it sees the Backend's spec change.
         first = translate(api_data(endpointConfig=_endpoints(security=CREDENTIALS)))
         rotated = {"production": {**CREDENTIALS["production"], "password": "rotated"}}
         second = translate(api_data(endpointConfig=_endpoints(security=rotated)))
-        assert one(first, "Secret")["data"] != one(second, "Secret")["data"]
-        assert one(first, "Secret")["metadata"]["name"] == one(second, "Secret")["metadata"]["name"]
+        before, after = one(first, "Secret"), one(second, "Secret")
+        assert before["data"] != after["data"]
+        assert before["metadata"]["name"] != after["metadata"]["name"]
+        assert after["metadata"]["name"].startswith(before["metadata"]["name"][:-10])
+        reference = one(second, "Backend")["spec"]["security"]["basic"]["secretRef"]["name"]
+        assert reference == after["metadata"]["name"]
 
 
 class TestAuthentication:

@@ -6,6 +6,7 @@ Each feature: what is generated, that it validates against the CRDs, and each re
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -14,9 +15,9 @@ from models.naming import api_labels
 from translation.crd_schemas import default_crd_dir, load_crd_schemas, validate_resources
 from translation.translate import TranslationError, TranslationOptions, translate_api
 
-from . import API_UUID, CERTIFICATE, PASSWORD, SDL, api_data, deployed_api, graphql_data
+from . import API_UUID, CERTIFICATE, PASSWORD, SDL, SECRET_NAME_KEY, api_data, deployed_api, graphql_data
 
-OPTIONS = TranslationOptions(namespace="apk-agent", gateway_labels=["Default"])
+OPTIONS = TranslationOptions(namespace="apk-agent", gateway_labels=["Default"], secret_name_key=SECRET_NAME_KEY)
 ADD_HEADER = {"policyName": "addHeader", "policyVersion": "v1", "parameters": {"headerName": "X-Tenant", "headerValue": "pizza"}}
 REMOVE_HEADER = {"policyName": "removeHeader", "policyVersion": "v1", "parameters": {"headerName": "Server"}}
 INTERCEPTOR = {
@@ -398,7 +399,7 @@ class TestEndpointTls:
         bindings = [{"alias": "b", "endpoint": "http://pizza.backend.example:8443/v1", "certificate": "b.crt"}]
         resources = translate(api_data(endpointConfig=config), endpoint_certificates={"b.crt": CERTIFICATE}, endpoint_bindings=bindings)
         assert "tls" not in of_kind(resources, "Backend")[0]["spec"]
-        assert [c["metadata"]["name"].endswith("-definition") for c in of_kind(resources, "ConfigMap")] == [True]
+        assert [re.search(r"-definition-[0-9a-f]{10}$", c["metadata"]["name"]) is not None for c in of_kind(resources, "ConfigMap")] == [True]
 
     @pytest.mark.parametrize(
         ("kwargs", "fragment"),
@@ -419,7 +420,7 @@ class TestEndpointTls:
 
 
 class TestEnvironmentOverrides:
-    OPTIONS = TranslationOptions(namespace="apk-agent", gateway_labels=["Default", "Edge"])
+    OPTIONS = TranslationOptions(namespace="apk-agent", gateway_labels=["Default", "Edge"], secret_name_key=SECRET_NAME_KEY)
     ENVIRONMENTS = [("Default", "gw.example.com"), ("Edge", "edge.example.com"), ("Other", "other.example.com")]
 
     @pytest.mark.parametrize(
