@@ -20,6 +20,7 @@ from activities.errors import http_failure, retry_after
 from activities.sealing import Sealer
 from agent.settings import Settings
 from models.api_workflow import ApiRef, DeploymentReport, DesiredState, ReportResult
+from translation import secret_name_key
 from translation.artifacts import ArtifactError, parse_runtime_artifacts
 from translation.translate import TranslationError, TranslationOptions, translate_api
 
@@ -124,6 +125,8 @@ class ControlPlaneActivities:
             gateway_namespace=settings.effective_gateway_namespace,
             gateway_listener=settings.gateway_listener,
             gateway_labels=settings.gateway_labels,
+            # Secret names are keyed like every worker's that shares the sealing key.
+            secret_name_key=secret_name_key(sealer.key),
         )
 
     @activity.defn

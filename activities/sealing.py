@@ -26,6 +26,8 @@ class Sealer:
             # One process can still work with a key of its own; several workers cannot.
             log.warning("GATEWAY_AGENT_SEALING_KEY is not set; using a key of this process only")
             key = Fernet.generate_key().decode()
+        # The key in effect (the environment's, or this process's own); other keys derive from it.
+        self.key = key
         try:
             self._fernet = Fernet(key.encode())
         except ValueError as exc:

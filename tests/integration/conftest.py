@@ -31,7 +31,7 @@ from intake.listener import BrokerListener, Submit
 from intake.submit import TemporalSubmitter
 from worker import build_worker
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # the checkout (parents[1] is tests/, whose packages shadow ours)
 
 
 def temporal_binary() -> str:

@@ -154,6 +154,8 @@ async def write_histories(client: Client, prefix: str, scenario: str, uuids: lis
     runs.sort(key=lambda w: (w.start_time, w.id))
     for n, run in enumerate(runs, 1):
         history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
+        if not any(e.HasField("workflow_task_completed_event_attributes") for e in history.events):
+            continue  # a run that has not run yet holds nothing to replay
         path = HISTORIES / f"{prefix}-{scenario}-{n}.json"
         path.write_text(json.dumps({"workflow_id": run.id, "history": json.loads(history.to_json())}, indent=1))
         written.append(path)

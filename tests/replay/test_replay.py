@@ -33,6 +33,8 @@ def test_the_committed_histories_cover_every_scenario_of_each_code_version() -> 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_history_replays_on_the_current_code(path: Path) -> None:
     recorded = json.loads(path.read_text())
+    types = [event["eventType"] for event in recorded["history"]["events"]]
+    assert "EVENT_TYPE_WORKFLOW_TASK_COMPLETED" in types, "a history that never ran replays nothing"
     history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
     replayer = Replayer(workflows=[ApiWorkflow, ApiDeployment], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
