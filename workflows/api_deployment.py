@@ -2,7 +2,7 @@
 
 Fetch and translate alongside a snapshot → apply → prune alongside the readiness wait → report.
 The workflow ends Completed, or Failed with the reason as its failure message, so the Temporal
-UI's Failures view lists what failed. A failure after the first write reports FAILURE at once,
+UI lists what failed (ExecutionStatus = 'Failed'). A failure after the first write reports FAILURE at once,
 then restores what changed (bounded in time; reported again if the rollback fails). A cancelled
 deployment compensates the same way, shielded from the cancellation.
 

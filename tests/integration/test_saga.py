@@ -113,7 +113,7 @@ async def test_a_refused_write_reports_failure_at_once_and_leaves_the_cluster_as
     # The rollback wrote back only what the attempt changed (the Backend), never the refused routes.
     assert len([t for t, m, p in clock.seen if m == "PATCH" and "/httproutes/" in p]) == len(route_writes)
 
-    # The deployment is its own workflow, Failed with the reason: the UI's Failures view lists it.
+    # The deployment is its own workflow, Failed with the reason: the UI's Failed filter lists it.
     failed = [
         w
         async for w in agent.client.list_workflows(
