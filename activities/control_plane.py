@@ -22,7 +22,7 @@ from agent.settings import Settings
 from models.api_workflow import ApiRef, DeploymentReport, DesiredState, ReportResult
 from translation import secret_name_key
 from translation.artifacts import ArtifactError, parse_runtime_artifacts
-from translation.translate import TranslationError, TranslationOptions, translate_api
+from translation.translate import TranslationError, TranslationOptions, translate
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,9 @@ class ControlPlaneActivities:
             gateway_name=settings.gateway_name,
             gateway_namespace=settings.effective_gateway_namespace,
             gateway_listener=settings.gateway_listener,
+            gateway_http_listener=settings.gateway_http_listener,
             gateway_labels=settings.gateway_labels,
+            key_managers=settings.gateway_key_managers,
             # Secret names are keyed like every worker's that shares the sealing key.
             secret_name_key=secret_name_key(sealer.key),
         )
@@ -171,15 +173,18 @@ class ControlPlaneActivities:
                 skip_reason="the API was created on the gateway (initiatedFromGateway); deploying it back would loop",
             )
         try:
-            resources = translate_api(deployed, self._options)
+            translation = translate(deployed, self._options)
         except TranslationError as exc:
             raise ApplicationError(str(exc), type="Untranslatable", non_retryable=True) from exc
+        for warning in translation.warnings:
+            log.warning("API %s revision %s: %s", api.api_uuid, deployed.revision_id, warning)
         return DesiredState(
             deployed=True,
             revision_id=deployed.revision_id,
             api_name=data.name,
             api_version=data.version,
-            resources=self._sealer.seal(resources),
+            resources=self._sealer.seal(translation.resources),
+            warnings=translation.warnings,
         )
 
     @activity.defn

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     gateway_name: str = "wso2-apk-default"
     gateway_namespace: str = ""
     gateway_listener: str = "httpslistener"
+    # The Gateway's plain-HTTP listener for APIs that allow http; empty: such APIs are served over HTTPS only.
+    gateway_http_listener: str = ""
+    # Key managers whose tokens the gateway accepts (its token issuers), comma-separated.
+    gateway_key_managers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["Resident Key Manager"])
     readiness_timeout_seconds: float = 120.0
     # Every call to the API server gives up after this long (a watch: its window plus this).
     kube_request_timeout_seconds: float = 30.0
@@ -69,7 +73,7 @@ class Settings(BaseSettings):
     metrics_port: int = 0
     log_level: str = "INFO"
 
-    @field_validator("gateway_labels", mode="before")
+    @field_validator("gateway_labels", "gateway_key_managers", mode="before")
     @classmethod
     def _split_labels(cls, value: object) -> object:
         if isinstance(value, str):

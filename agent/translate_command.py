@@ -38,7 +38,8 @@ from translation.artifacts import (
     parse_api_project_zip,
     parse_runtime_artifacts,
 )
-from translation.translate import TranslationError, TranslationOptions, translate_api
+from translation.translate import Translation, TranslationError, TranslationOptions
+from translation.translate import translate as translate_project
 
 DEFAULT_VHOST = "localhost"  # the vhost of APIM's own "Default" gateway environment
 EXIT_INVALID = 1  # --check found problems
@@ -124,9 +125,13 @@ def secret_name_key_of(settings: Settings) -> tuple[bytes, bool]:
     return secrets.token_bytes(32), False
 
 
-def translate_input(source: TranslationInput, options: TranslationOptions) -> list[dict[str, Any]]:
-    """Every API's resources, API by API in input order; raises the first ``TranslationError``."""
-    return [resource for api in source.apis for resource in translate_api(api, options)]
+def translate_input(source: TranslationInput, options: TranslationOptions) -> Translation:
+    """Every API's resources and warnings, API by API in input order; raises the first ``TranslationError``."""
+    translations = [translate_project(api, options) for api in source.apis]
+    return Translation(
+        resources=[r for t in translations for r in t.resources],
+        warnings=[w for t in translations for w in t.warnings],
+    )
 
 
 def render_stream(resources: Sequence[dict[str, Any]]) -> str:
@@ -256,7 +261,9 @@ def translate(
             gateway_name=gateway_name or settings.gateway_name,
             gateway_namespace=gateway_namespace or settings.gateway_namespace,
             gateway_listener=gateway_listener or settings.gateway_listener,
+            gateway_http_listener=settings.gateway_http_listener,
             gateway_labels=list(gateway_labels or settings.gateway_labels),
+            key_managers=settings.gateway_key_managers,
             secret_name_key=name_key,
         )
     except ValidationError as exc:
@@ -264,7 +271,8 @@ def translate(
     shown = str(input_path)
     try:
         source = read_input(input_path, gateway_labels=options.gateway_labels, vhost=vhost)
-        resources = translate_input(source, options)
+        translation = translate_input(source, options)
+        resources = translation.resources
     except InputError as exc:
         _fail(str(exc))
     except (ArtifactError, TranslationError) as exc:
@@ -274,6 +282,8 @@ def translate(
     except OSError as exc:
         _fail(f"{shown}: {exc.strerror or exc}")
 
+    for warning in translation.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     for api in source.skipped:
         data = api.project.data
         where = ", ".join(e.name for e in api.environments) or "no environment"

@@ -114,6 +114,8 @@ class ApiWorkflowState(BaseModel):
     last_deployment: str | None = None
     # A report the control plane has not taken yet; re-sent until it does or a newer one replaces it.
     undelivered_report: DeploymentReport | None = None
+    # The deployed revision's translation warnings (settings the gateway does not enforce).
+    warnings: list[str] = Field(default_factory=list)
 
 
 class ApiWorkflowInput(BaseModel):
@@ -144,6 +146,7 @@ class ApiWorkflowStatus(BaseModel):
     current_deployment: str | None = None
     last_deployment: str | None = None
     undelivered_report: DeploymentReport | None = None
+    warnings: list[str] = Field(default_factory=list)
 
 
 class RetryRequest(BaseModel):
@@ -174,6 +177,8 @@ class DesiredState(BaseModel):
     api_version: str = ""
     resources: list[Resource] = Field(default_factory=list)
     skip_reason: str = ""
+    # What the gateway will not do of what the project asks (translation.Translation.warnings).
+    warnings: list[str] = Field(default_factory=list)
 
     @property
     def api_resource_name(self) -> str | None:
@@ -281,6 +286,8 @@ class ApiDeploymentResult(BaseModel):
     error: str = ""
     # The last report the control plane did not take; the API's workflow keeps re-sending it.
     undelivered_report: DeploymentReport | None = None
+    # The translation's warnings: settings of the project the gateway does not enforce.
+    warnings: list[str] = Field(default_factory=list)
 
 
 class DeploymentOutcome(BaseModel):
@@ -299,6 +306,7 @@ class DeploymentProgress(BaseModel):
     revision_id: str = ""
     steps_done: list[str] = Field(default_factory=list)
     last_error: str = ""
+    warnings: list[str] = Field(default_factory=list)
 
 
 # The state and the status name the report model defined after them.

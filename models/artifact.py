@@ -8,6 +8,7 @@ Endpoint credentials are ``SecretStr`` so they never show in reprs, logs or dump
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -55,6 +56,8 @@ class EndpointSecurityConfig(_SnakeModel):
 
 class EndpointConfig(_SnakeModel):
     endpoint_type: str = "http"
+    # "prototyped" in older exports of a prototype (mocked) implementation.
+    implementation_status: str | None = None
     production_endpoints: Endpoint | list[Endpoint] | None = None
     sandbox_endpoints: Endpoint | list[Endpoint] | None = None
     production_failovers: list[Endpoint] = Field(default_factory=list)
@@ -160,6 +163,27 @@ class MaxTps(_CamelModel):
     sandbox_time_unit: str | None = None
 
 
+class SubtypeConfiguration(_CamelModel):
+    """What kind of REST API this is: ``DEFAULT``, ``AIAPI`` (an AI API in front of an LLM
+    provider), or one of the MCP server subtypes."""
+
+    subtype: str = "DEFAULT"
+    # An object in the publisher's REST API; a JSON string (``_configuration``) in exports.
+    configuration: dict[str, Any] | str | None = Field(
+        default=None, validation_alias=AliasChoices("configuration", "_configuration")
+    )
+
+    def settings(self) -> dict[str, Any]:
+        """The configuration as an object (``{}`` when absent or not a JSON object)."""
+        value: Any = self.configuration
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return {}
+        return value if isinstance(value, dict) else {}
+
+
 class ApiData(_CamelModel):
     """The ``data`` object of ``api.json``/``api.yaml``."""
 
@@ -189,6 +213,9 @@ class ApiData(_CamelModel):
     additional_properties: list[AdditionalProperty] = Field(default_factory=list)
     key_managers: list[str] = Field(default_factory=list)
     transport: list[str] = Field(default_factory=list)
+    subtype_configuration: SubtypeConfiguration | None = None
+    # ENDPOINT for a real backend; INLINE (a prototype with a script) or MOCKED_OAS (mocked from the definition).
+    endpoint_implementation_type: str | None = None
 
     @field_validator("revision_id", mode="before")
     @classmethod
@@ -226,6 +253,27 @@ class CertificateBinding(_CamelModel):
     key_type: str | None = None  # client certificates: PRODUCTION or SANDBOX (absent: both)
 
 
+class PolicySpecification(_CamelModel):
+    """The ``data`` of an operation policy the project ships in its ``Policies/`` folder."""
+
+    name: str
+    version: str | None = None
+    display_name: str | None = None
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+class FieldComplexity(_CamelModel):
+    """One entry of ``Definitions/graphql-complexity.json``: a field's query-complexity value."""
+
+    type: str
+    field: str
+    complexity_value: int
+
+
 class ApiProject(BaseModel):
     """One API project as exported by the control plane: its ``api.json`` plus files beside it."""
 
@@ -239,6 +287,10 @@ class ApiProject(BaseModel):
     # What client_certificates.json and endpoint_certificates.json say about those files.
     client_certificate_bindings: list[CertificateBinding] = Field(default_factory=list)
     endpoint_certificate_bindings: list[CertificateBinding] = Field(default_factory=list)
+    # Custom operation policies in the project's Policies/ folder, by file name.
+    custom_policies: dict[str, PolicySpecification] = Field(default_factory=dict)
+    # GraphQL: per-field query-complexity values (Definitions/graphql-complexity.json).
+    graphql_complexity: list[FieldComplexity] = Field(default_factory=list)
 
 
 class DeploymentEnvironment(_CamelModel):

@@ -31,6 +31,8 @@ from models.artifact import (
     CertificateBinding,
     DeployedApi,
     DeploymentEnvironment,
+    FieldComplexity,
+    PolicySpecification,
     RuntimeArtifacts,
 )
 
@@ -51,6 +53,8 @@ GRAPHQL_DEFINITIONS = ("schema.graphql",)
 CERTIFICATE_SUFFIXES = (".crt", ".pem", ".cer")
 # Certificate descriptors come in the project's export format.
 CLIENT_CERTIFICATES_FILES = ("client_certificates.json", "client_certificates.yaml", "client_certificates.yml")
+POLICY_SUFFIXES = (".yaml", ".yml", ".json")
+COMPLEXITY_FILES = ("graphql-complexity.json", "graphql-complexity.yaml", "graphql-complexity.yml")
 ENDPOINT_CERTIFICATES_FILES = ("endpoint_certificates.json", "endpoint_certificates.yaml", "endpoint_certificates.yml")
 _CHUNK = 64 * 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -113,6 +117,23 @@ class _CertificatesFile(_WireModel):
     """``client_certificates.json`` / ``endpoint_certificates.json``: ``{type, version, data: [...]}``."""
 
     data: list[CertificateBinding] = Field(default_factory=list)
+
+
+class _PolicyFile(_WireModel):
+    """An operation policy specification in ``Policies/``: ``{type, version, data: {name, version, ...}}``."""
+
+    data: PolicySpecification
+
+
+class _ComplexityList(_WireModel):
+    entries: list[FieldComplexity] = Field(default_factory=list, alias="list")
+
+
+class _ComplexityFile(_WireModel):
+    """``Definitions/graphql-complexity.json``: ``{type, version, data: {list: [...]}}`` (or the bare ``{list}``)."""
+
+    data: _ComplexityList | None = None
+    entries: list[FieldComplexity] = Field(default_factory=list, alias="list")
 
 
 class _NoAliasLoader(yaml.SafeLoader):  # type: ignore[misc]
@@ -393,7 +414,28 @@ def _parse_project(source: _Source) -> ApiProject:
         endpoint_certificate_bindings=_bindings(
             source, [under_root("Endpoint-certificates", f) for f in ENDPOINT_CERTIFICATES_FILES]
         ),
+        custom_policies=_policy_specifications(source, under_root("Policies")),
+        graphql_complexity=_complexity(source, [under_root("Definitions", f) for f in COMPLEXITY_FILES]),
     )
+
+
+def _policy_specifications(source: _Source, folder: str) -> dict[str, PolicySpecification]:
+    """The specifications of the custom operation policies in ``Policies/`` (their ``.j2`` or
+    ``.gotmpl`` implementations beside them are for other gateways and not read)."""
+    prefix = folder + "/"
+    return {
+        posixpath.basename(name): _validate(source, name, _load_document(source, name), _PolicyFile).data
+        for name in sorted(source.names)
+        if name.startswith(prefix) and "/" not in name[len(prefix) :] and name.lower().endswith(POLICY_SUFFIXES)
+    }
+
+
+def _complexity(source: _Source, candidates: list[str]) -> list[FieldComplexity]:
+    name = next((n for n in candidates if n in source), None)
+    if name is None:
+        return []
+    document = _validate(source, name, _load_document(source, name), _ComplexityFile)
+    return document.data.entries if document.data is not None else document.entries
 
 
 def _certificates(source: _Source, folder: str) -> dict[str, str]:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.artifact import ApiData, Operation, OperationPolicy
+from models.artifact import ApiData, Operation, OperationPolicy, PolicySpecification
 from models.naming import child_name, keyed_child_name, operation_key
 from translation.certificates import EndpointCertificates
 from translation.endpoints import backend_spec, redacted_url
@@ -349,6 +349,33 @@ class PolicyTranslator:
 
     def _add(self, resource: dict[str, Any]) -> None:
         self.objects[(resource["kind"], resource["metadata"]["name"])] = resource
+
+
+def check_custom_policies(data: ApiData, custom: Mapping[str, PolicySpecification], label: str) -> None:
+    """Refuse an operation policy that is one the project ships in ``Policies/``: it is code for
+    API Manager's gateways (Synapse templates), which this gateway cannot run, even where its name
+    is that of a policy the gateway has (``addHeader``)."""
+    shipped = {(spec.name.strip(), (spec.version or "").strip()): file for file, spec in custom.items()}
+    names = {name: file for (name, _), file in shipped.items()}
+    flows = ("request", "response", "fault")
+    api_policies = data.api_policies
+    api_level = [(p, "API-level") for flow in flows for p in getattr(api_policies, flow)] if api_policies else []
+    per_operation = [
+        (p, f"operation {operation_key(o.verb, o.target)}")
+        for o in data.operations
+        if o.operation_policies is not None
+        for flow in flows
+        for p in getattr(o.operation_policies, flow)
+    ]
+    for policy, where in [*api_level, *per_operation]:
+        name, version = policy.policy_name.strip(), (policy.policy_version or "").strip()
+        file = shipped.get((name, version)) or (names.get(name) if not version else None)
+        if file is not None:
+            raise TranslationError(
+                f"{label}: {where} policy {_policy_label(policy)} is a custom policy of the project "
+                f"(Policies/{file}); the gateway runs none of API Manager's policy templates. Replace it with "
+                "a policy the gateway has (addHeader, removeHeader, callInterceptorService) or an interceptor service"
+            )
 
 
 def _extension_ref(kind: str, name: str) -> dict[str, Any]:

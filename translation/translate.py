@@ -43,6 +43,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -68,15 +69,18 @@ from translation.policies import (
     RATE_LIMIT_UNITS,
     OperationFilters,
     PolicyTranslator,
+    check_custom_policies,
 )
 from translation.rest import http_route_rules
 
 __all__ = [
+    "Translation",
     "TranslationError",
     "TranslationOptions",
     "config_hash",
     "full_base_path",
     "secret_name_key",
+    "translate",
     "translate_api",
 ]
 
@@ -92,6 +96,25 @@ DEFINITION_PATH = "/api-definition"  # the CRD's default, written out so the obj
 SECRET_TYPE = "Opaque"
 ENDPOINT_TYPES = ("production", "sandbox")
 SUPPORTED_ENDPOINT_TYPES = ("http", "address", "load_balance", "failover")
+# Endpoint types the gateway cannot serve, by what a user calls them.
+NAMED_ENDPOINT_TYPES = {
+    "awslambda": "an AWS Lambda endpoint (the gateway calls HTTP backends only; put an HTTP endpoint, "
+    "such as a Lambda function URL or an API in front of the function, in its place)",
+    "default": "a dynamic endpoint (the backend is chosen per request; the gateway routes to fixed backends)",
+}
+TRANSPORTS = ("http", "https")
+ALL_KEY_MANAGERS = "all"
+# The API types APIM builds on REST that the gateway cannot serve as plain REST, by subtype.
+API_SUBTYPES = {
+    "AIAPI": "an AI API",
+    "EXISTING_API": "an MCP server (from an existing API)",
+    "DIRECT_ENDPOINT": "an MCP server (direct endpoint)",
+    "SERVER_PROXY": "an MCP server proxy",
+}
+PROTOTYPE_IMPLEMENTATIONS = {
+    "INLINE": "an inline-script prototype",
+    "MOCKED_OAS": "a mocked (OpenAPI example) prototype",
+}
 SECURITY_SCHEMES = (
     "oauth2",
     "api_key",
@@ -124,7 +147,12 @@ class TranslationOptions(BaseModel):
     gateway_name: str = "wso2-apk-default"
     gateway_namespace: str = ""  # empty means ``namespace``
     gateway_listener: str = "httpslistener"
+    # The Gateway's plain-HTTP listener, for APIs whose transports include http; empty: none.
+    gateway_http_listener: str = ""
     gateway_labels: list[str] = Field(default_factory=list)  # the agent's environments
+    # Key managers whose tokens the gateway accepts (its token issuers). An API limited to some key
+    # managers deploys only if it allows all of these: the gateway cannot narrow them per API.
+    key_managers: list[str] = Field(default_factory=lambda: ["Resident Key Manager"])
     environment: str | None = None
     # Keys the digest in Secret names (translation.content_names); derive it from the agent's sealing
     # key with ``secret_name_key(sealing_key)`` so every worker names Secrets alike. Required (at least
@@ -168,20 +196,48 @@ class TranslationOptions(BaseModel):
         return values
 
 
+@dataclass(frozen=True)
+class Translation:
+    """The objects that serve an API, in apply order, and what the gateway will not do of what
+    the project asks (each warning names the setting and the API)."""
+
+    resources: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+
+
 def translate_api(api: DeployedApi, options: TranslationOptions) -> list[dict[str, Any]]:
+    """``translate(api, options).resources``: the objects alone, for callers that show no warnings."""
+    return translate(api, options).resources
+
+
+def translate(api: DeployedApi, options: TranslationOptions) -> Translation:
     """The Kubernetes objects that serve ``api`` on the gateway, sorted in apply order.
 
-    Raises ``TranslationError`` for an API the gateway cannot serve as configured (type, GraphQL
-    subscriptions, endpoints, security, rate limits, operation policies): a setting is either
-    translated or the deployment fails naming it, never dropped. Raises ``ValueError`` when the API
-    has endpoint credentials and ``options.secret_name_key`` is empty (the agent's configuration).
+    Raises ``TranslationError`` for an API the gateway cannot serve as configured (type, subtype,
+    prototypes, GraphQL subscriptions, endpoints, transports, key managers, security, rate limits,
+    operation policies): a setting is translated, or the deployment fails naming it, or, where the
+    gateway serves the API safely without it, the result carries a warning naming it; never dropped
+    without a word. Raises ``ValueError`` when the API has endpoint credentials and
+    ``options.secret_name_key`` is empty (the agent's configuration).
     """
     data = api.project.data
     label = f"API '{data.name}' {data.version}"
+    warnings: list[str] = []
     api_type = _api_type(data, label)
     _check_name_and_version(data, label)
+    _check_subtype(data, label)
+    _check_prototype(data, label)
     if not data.operations:
         raise TranslationError(f"{label} has no operations; add at least one resource to the API")
+    listeners = _listeners(data, options, label, warnings)
+    _check_key_managers(data, options, label, warnings)
+    check_custom_policies(data, api.project.custom_policies, label)
+    if api_type == "GraphQL" and api.project.graphql_complexity:
+        fields = len(api.project.graphql_complexity)
+        warnings.append(
+            f"{label}: the query-complexity values of {fields} GraphQL field(s) (Definitions/graphql-complexity.json) "
+            "are not enforced: APK 1.3 analyses neither the complexity nor the depth of GraphQL queries"
+        )
     organization = api.organization
     base = api_base_name(organization, data.id, data.name, data.version)
     labels = api_labels(organization, data.id, data.name, data.version, api.revision_id)
@@ -260,6 +316,7 @@ def translate_api(api: DeployedApi, options: TranslationOptions) -> list[dict[st
             metadata=metadata,
             options=options,
             hostnames=hostnames[endpoint_type],
+            listeners=listeners,
             backend_refs=refs,
             no_auth_filter=no_auth_filter,
             operation_filters=operation_filters,
@@ -290,7 +347,7 @@ def translate_api(api: DeployedApi, options: TranslationOptions) -> list[dict[st
     api_metadata["annotations"][CONFIG_HASH_ANNOTATION] = config_hash(resources)
     api_object = {"apiVersion": API_VERSION_API, "kind": "API", "metadata": api_metadata, "spec": spec}
     resources.append(api_object)
-    return sort_for_apply(resources)
+    return Translation(resources=sort_for_apply(resources), warnings=warnings)
 
 
 def full_base_path(context: str, version: str, api_label: str = "the API") -> str:
@@ -326,6 +383,86 @@ def _api_type(data: ApiData, label: str) -> str:
     if kind == "GRAPHQL":
         return "GraphQL"
     raise TranslationError(f"{label} has type {data.type}; this agent deploys REST (HTTP) and GraphQL APIs only")
+
+
+def _check_subtype(data: ApiData, label: str) -> None:
+    subtype = (data.subtype_configuration.subtype if data.subtype_configuration else "").strip()
+    if subtype.upper() in ("", "DEFAULT"):
+        return
+    what = API_SUBTYPES.get(subtype.upper(), f"of subtype {subtype}")
+    provider = ""
+    if data.subtype_configuration is not None:
+        settings = data.subtype_configuration.settings()
+        name = settings.get("llmProviderName") or settings.get("llmProviderId")
+        version = settings.get("llmProviderApiVersion")
+        if name:
+            provider = f" (LLM provider {name!r}" + (f" {version}" if version else "") + ")"
+    if subtype.upper() == "AIAPI":
+        raise TranslationError(
+            f"{label} is an AI API{provider}; this agent does not deploy AI APIs: APK's AIProvider and "
+            "AIRateLimitPolicy need the provider's model and token-count locations, which the API project does "
+            "not carry, and deploying it as plain REST would drop its token-based limits"
+        )
+    raise TranslationError(f"{label} is {what}; this agent deploys REST and GraphQL APIs only")
+
+
+def _check_prototype(data: ApiData, label: str) -> None:
+    implementation = (data.endpoint_implementation_type or "").strip().upper()
+    status = (data.endpoint_config.implementation_status or "").strip().lower() if data.endpoint_config else ""
+    if implementation in PROTOTYPE_IMPLEMENTATIONS or status == "prototyped":
+        what = PROTOTYPE_IMPLEMENTATIONS.get(implementation, "a prototype (prototyped implementation)")
+        raise TranslationError(
+            f"{label} is {what}: its responses are produced by the API Manager gateway, which this gateway cannot "
+            "do; give the API a production or sandbox endpoint (endpointImplementationType ENDPOINT) to deploy it"
+        )
+
+
+def _listeners(data: ApiData, options: TranslationOptions, label: str, warnings: list[str]) -> list[str]:
+    """The Gateway listeners the API's routes attach to, from its transports (none listed: HTTPS)."""
+    transports = {t.strip().lower() for t in data.transport if t.strip()} or {"https"}
+    unknown = sorted(transports - set(TRANSPORTS))
+    if unknown:
+        raise TranslationError(
+            f"{label} has transport {', '.join(unknown)}; the gateway serves {' and '.join(TRANSPORTS)}"
+        )
+    listeners = [options.gateway_listener] if "https" in transports else []
+    if "http" in transports:
+        if options.gateway_http_listener:
+            listeners.append(options.gateway_http_listener)
+        elif listeners:
+            warnings.append(
+                f"{label} allows plain HTTP, but no HTTP listener is configured (GATEWAY_HTTP_LISTENER): "
+                f"it is served over HTTPS only ({options.gateway_listener})"
+            )
+        else:
+            raise TranslationError(
+                f"{label} allows HTTP only, and no HTTP listener is configured (GATEWAY_HTTP_LISTENER); "
+                "set it to the Gateway's plain-HTTP listener, or allow HTTPS on the API"
+            )
+    return list(dict.fromkeys(listeners))
+
+
+def _check_key_managers(data: ApiData, options: TranslationOptions, label: str, warnings: list[str]) -> None:
+    """An API limited to some key managers: the gateway accepts tokens of all of its token issuers
+    for every API, so the limit holds only if the API allows every one of them."""
+    schemes = ["oauth2"] if data.security_scheme is None else [s.strip().lower() for s in data.security_scheme]
+    allowed = [k.strip() for k in data.key_managers if k.strip()]
+    if "oauth2" not in schemes or not allowed or any(k.lower() == ALL_KEY_MANAGERS for k in allowed):
+        return
+    missing = [k for k in options.key_managers if k not in allowed]
+    if missing:
+        raise TranslationError(
+            f"{label} accepts tokens of key manager(s) {', '.join(map(repr, allowed))} only, but the gateway "
+            f"accepts tokens of {', '.join(map(repr, missing))} too (GATEWAY_KEY_MANAGERS) and cannot narrow that "
+            "per API; allow those key managers on the API (or All), or configure the agent with the gateway's "
+            "token issuers"
+        )
+    unknown = [k for k in allowed if k not in options.key_managers]
+    if unknown:
+        warnings.append(
+            f"{label} allows key manager(s) {', '.join(map(repr, unknown))}, which the gateway has no token issuer "
+            "for (GATEWAY_KEY_MANAGERS): their tokens are refused"
+        )
 
 
 def _check_name_and_version(data: ApiData, label: str) -> None:
@@ -414,6 +551,8 @@ def _backends(
     if config is None and override is None:
         return []
     kind = config.endpoint_type.strip().lower() if config is not None else "http"
+    if kind in NAMED_ENDPOINT_TYPES:
+        raise TranslationError(f"{label} has {NAMED_ENDPOINT_TYPES[kind]}")
     if kind not in SUPPORTED_ENDPOINT_TYPES:
         raise TranslationError(
             f"{label} has endpoint type {config.endpoint_type!r}; the gateway supports HTTP endpoints "
@@ -623,6 +762,7 @@ def _routes(
     metadata: Callable[[str], dict[str, Any]],
     options: TranslationOptions,
     hostnames: list[str],
+    listeners: list[str],
     backend_refs: list[dict[str, Any]],
     no_auth_filter: dict[str, Any] | None,
     operation_filters: list[OperationFilters],
@@ -634,8 +774,9 @@ def _routes(
             "kind": "Gateway",
             "name": options.gateway_name,
             "namespace": options.gateway_namespace,
-            "sectionName": options.gateway_listener,
+            "sectionName": listener,
         }
+        for listener in listeners
     ]
     if api_type == "GraphQL":
         rules = gql_route_rules(

@@ -100,6 +100,9 @@ class ApiDeployment:
                 result.status, result.outcome = "SKIPPED", f"skipped: {desired.skip_reason}"
                 return self._done(result)
             result.revision_id = self._p.revision_id = desired.revision_id
+            result.warnings = self._p.warnings = list(desired.warnings)
+            for warning in desired.warnings:
+                workflow.logger.warning("API %s: %s", api.api_uuid, warning)
             result.action = "DEPLOY" if desired.deployed else "UNDEPLOY"
             if not desired.deployed and not snapshot.resources:
                 result.outcome = "nothing deployed on this gateway"
@@ -132,6 +135,8 @@ class ApiDeployment:
                 )
                 result.deployed = True
                 result.outcome = f"revision {desired.revision_id} accepted: {ready.message}"
+                if result.warnings:
+                    result.outcome += f"; {len(result.warnings)} warning(s), see the deployment's details"
             else:
                 removed = await self._remote("remove", ClusterActivities.prune_api_resources, PruneRequest(api=api))
                 result.outcome = f"removed {len(removed.deleted)} resources"
@@ -263,6 +268,8 @@ class ApiDeployment:
         ]
         if p.steps_done:
             lines.append("done: " + ", ".join(p.steps_done))
+        if p.warnings:
+            lines.append("warnings:\n" + "\n".join(f"- {w}" for w in p.warnings))
         if p.last_error:
             lines.append(f"error: {p.last_error}")
             api = self._input.api

@@ -173,6 +173,7 @@ class ApiWorkflow(InlineStepsV1):
         if result.status != "SKIPPED":
             s.deployed = result.deployed
             s.deployed_revision = result.revision_id if result.deployed else None
+            s.warnings = list(result.warnings) if result.deployed else []
         self._finish(result.outcome)
 
     def _failed(self, event: ApiEventSignal, result: ApiDeploymentResult) -> None:
@@ -209,6 +210,8 @@ class ApiWorkflow(InlineStepsV1):
             lines.append("retry: `gateway-agent retry " + s.api_uuid + " -o " + s.organization + "`")
         elif s.last_result:
             lines.append(s.last_result)
+        if s.warnings:
+            lines.append("deployed with warnings:\n" + "\n".join(f"- {w}" for w in s.warnings))
         if s.undelivered_report is not None:
             lines.append(f"report {s.undelivered_report.status} not yet taken by the control plane; re-sending")
         workflow.set_current_details("\n\n".join(lines))

@@ -3,7 +3,9 @@
 Each ``fixtures/<name>/`` holds one exported API project (``<Name>-<version>/``) and a
 ``deployment.yaml`` naming the gateway environments it is deployed to. Its golden file is
 ``golden/<name>.yaml`` (the ``gateway-agent translate`` output) or ``golden/<name>.error.txt``
-(the ``TranslationError`` message, for an API the gateway cannot serve). After a deliberate
+(the ``TranslationError`` message, for an API the gateway cannot serve), and ``golden/<name>.warnings.txt``
+when the translation warns (settings the gateway does not enforce). ``deployment.yaml`` may set
+``httpListener`` and ``keyManagers`` (the agent's GATEWAY_HTTP_LISTENER and GATEWAY_KEY_MANAGERS). After a deliberate
 translator change, rewrite them with ``pytest tests/translation --update-golden`` and review the diff.
 """
 
@@ -21,7 +23,7 @@ from agent.translate_command import render_stream
 from models.artifact import DeployedApi, DeploymentEnvironment
 from translation.artifacts import API_FILES, DEFAULT_ORGANIZATION, load_api_project_dir
 from translation.crd_schemas import CrdSchemas, validate_resources
-from translation.translate import TranslationError, TranslationOptions, translate_api
+from translation.translate import TranslationError, TranslationOptions, translate
 
 from . import SECRET_NAME_KEY, dangling_references
 
@@ -30,6 +32,7 @@ FIXTURES = HERE / "fixtures"
 GOLDEN = HERE / "golden"
 OUTPUT_SUFFIX = ".yaml"
 ERROR_SUFFIX = ".error.txt"
+WARNINGS_SUFFIX = ".warnings.txt"
 UPDATE_HINT = "if the change is intended, run `pytest tests/translation --update-golden` and review the diff"
 MIN_FIXTURES = 15
 
@@ -47,6 +50,7 @@ class Outcome:
 
     resources: list[dict[str, Any]] | None
     error: str | None
+    warnings: tuple[str, ...] = ()
 
     @property
     def golden_suffix(self) -> str:
@@ -84,14 +88,17 @@ def load_fixture(name: str) -> Fixture:
         namespace="apk-apis",
         gateway_namespace="apk",
         gateway_labels=deployment.get("gatewayLabels") or [e.name for e in environments],
+        gateway_http_listener=deployment.get("httpListener") or "",
         secret_name_key=SECRET_NAME_KEY,
+        **({"key_managers": deployment["keyManagers"]} if "keyManagers" in deployment else {}),
     )
     return Fixture(name=name, api=api, options=options)
 
 
 def translate_fixture(fixture: Fixture) -> Outcome:
     try:
-        return Outcome(resources=translate_api(fixture.api, fixture.options), error=None)
+        translation = translate(fixture.api, fixture.options)
+        return Outcome(resources=translation.resources, error=None, warnings=tuple(translation.warnings))
     except TranslationError as exc:
         return Outcome(resources=None, error=exc.message)
 
@@ -118,10 +125,31 @@ def test_translation_matches_golden(name: str, update_golden: bool) -> None:
     assert golden.read_bytes() == outcome.text.encode("utf-8"), differs
 
 
+@pytest.mark.parametrize("name", fixture_names())
+def test_warnings_match_golden(name: str, update_golden: bool) -> None:
+    """What the gateway will not enforce is part of the reviewed outcome too."""
+    outcome = translate_fixture(load_fixture(name))
+    golden = GOLDEN / f"{name}{WARNINGS_SUFFIX}"
+    text = "".join(f"{w}\n" for w in outcome.warnings)
+    if update_golden:
+        if text:
+            golden.write_bytes(text.encode("utf-8"))
+        else:
+            golden.unlink(missing_ok=True)
+        return
+    if not text:
+        assert not golden.exists(), f"{name}: {golden.name} lists warnings no longer given; {UPDATE_HINT}"
+        return
+    assert golden.exists(), f"{name}: warns but has no {golden.name}: {outcome.warnings}; {UPDATE_HINT}"
+    assert golden.read_text(encoding="utf-8") == text, f"{name}: warnings differ from {golden.name}; {UPDATE_HINT}"
+
+
 def test_no_golden_without_a_fixture(update_golden: bool) -> None:
     names = set(fixture_names())
     stale = sorted(
-        p for p in GOLDEN.glob("*") if p.name.removesuffix(ERROR_SUFFIX).removesuffix(OUTPUT_SUFFIX) not in names
+        p
+        for p in GOLDEN.glob("*")
+        if p.name.removesuffix(ERROR_SUFFIX).removesuffix(OUTPUT_SUFFIX).removesuffix(WARNINGS_SUFFIX) not in names
     )
     if update_golden:
         for path in stale:

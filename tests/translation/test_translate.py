@@ -402,7 +402,12 @@ class TestBackends:
             )
 
     def test_unsupported_endpoint_type(self) -> None:
-        refuses(api_data(endpointConfig={"endpoint_type": "awslambda"}), "has endpoint type 'awslambda'")
+        refuses(api_data(endpointConfig={"endpoint_type": "wsdl"}), "has endpoint type 'wsdl'")
+
+    def test_aws_lambda_and_dynamic_endpoints_are_refused_by_name(self) -> None:
+        lambda_config = {"endpoint_type": "awslambda", "amznRegion": "us-east-1", "access_method": "role-supplied"}
+        refuses(api_data(endpointConfig=lambda_config), "has an AWS Lambda endpoint", "Lambda function URL")
+        refuses(api_data(endpointConfig={"endpoint_type": "default"}), "has a dynamic endpoint")
 
     def test_load_balanced_endpoints(self) -> None:
         config = {
