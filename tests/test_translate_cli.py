@@ -104,6 +104,22 @@ class TestOutput:
         assert result.exit_code == 0, result.stderr
         assert result.stdout == golden.read_text(encoding="utf-8")
 
+    def test_warnings_go_to_stderr_and_follow_the_settings(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        fixture = FIXTURES / "library-graphql-complexity"
+        warned = run(fixture, *FIXTURE_SETTINGS)
+        assert warned.exit_code == 0, warned.stderr
+        assert "warning: API 'LibraryAPI' 1.0.0: the query-complexity values of 4 GraphQL field(s)" in warned.stderr
+        assert "GATEWAY_HTTP_LISTENER" in warned.stderr and "warning" not in warned.stdout
+        monkeypatch.setenv("GATEWAY_AGENT_GATEWAY_HTTP_LISTENER", "httplistener")
+        listened = run(fixture, *FIXTURE_SETTINGS)
+        assert "GATEWAY_HTTP_LISTENER" not in listened.stderr and "sectionName: httplistener" in listened.stdout
+
+    def test_the_gateways_key_managers_are_the_agents_setting(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        fixture = FIXTURES / "billing-key-manager-restricted"
+        assert run(fixture, *FIXTURE_SETTINGS).exit_code == 2
+        monkeypatch.setenv("GATEWAY_AGENT_GATEWAY_KEY_MANAGERS", "Okta")
+        assert run(fixture, *FIXTURE_SETTINGS).exit_code == 0
+
     def test_the_agents_sealing_key_gives_the_agents_secret_names(self, monkeypatch: pytest.MonkeyPatch) -> None:
         # The goldens name Secrets with the key derived from the tests' sealing key, as a worker would.
         golden = GOLDEN / "payments-endpoint-credentials.yaml"

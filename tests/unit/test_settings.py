@@ -15,6 +15,12 @@ def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.broker_host_and_port == ("mq.example", 61614) and s.broker_uses_tls
     assert s.cp_verify_tls is False
     assert s.effective_gateway_namespace == s.namespace
+    assert s.gateway_key_managers == ["Resident Key Manager"] and s.gateway_http_listener == ""
+
+
+def test_key_managers_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_AGENT_GATEWAY_KEY_MANAGERS", "Resident Key Manager, Okta")
+    assert Settings().gateway_key_managers == ["Resident Key Manager", "Okta"]
 
 
 def test_passwords_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
