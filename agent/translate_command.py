@@ -139,10 +139,30 @@ def render_stream(resources: Sequence[dict[str, Any]]) -> str:
     return "".join(render_resource(resource) for resource in resources)
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (certificates, definitions) as literal blocks, the way people write them."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    # PyYAML falls back to a quoted style by itself where a block cannot hold the value exactly,
+    # except for Unicode line breaks, which its single-quoted style mangles: double quotes escape them.
+    if _UNICODE_BREAKS.intersection(value):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_UNICODE_BREAKS = frozenset("\x85\u2028\u2029")
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
 def render_resource(resource: dict[str, Any]) -> str:
     """One object as a YAML document; wide lines so long regexes and base64 values stay on one line."""
     return str(
-        yaml.safe_dump(resource, explicit_start=True, sort_keys=False, allow_unicode=True, width=1_000_000)
+        yaml.dump(
+            resource, Dumper=_Dumper, explicit_start=True, sort_keys=False, allow_unicode=True, width=1_000_000
+        )
     )
 
 

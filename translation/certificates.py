@@ -10,17 +10,25 @@ certificate changes the ``Authentication`` or ``Backend`` that references it, wh
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
+import textwrap
 from collections.abc import Callable
 from typing import Any
+
+from cryptography import x509
 
 from models.artifact import ApiProject
 from models.naming import child_name
 from translation.content_names import config_map_name
-from translation.endpoints import normalized_url, redacted_url
+from translation.endpoints import normalized_url
 from translation.errors import TranslationError
 
 PEM_MARKER = "-----BEGIN CERTIFICATE-----"
+PEM_END = "-----END CERTIFICATE-----"
+_PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.DOTALL)
+_PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
 _KEY_FORBIDDEN = re.compile(r"[^-._a-zA-Z0-9]")
 
 
@@ -57,14 +65,20 @@ def client_certificates(
                 f"{label} limits callers of client certificate {binding.alias!r} to tier {tier!r}; the gateway "
                 "has no per-certificate rate limit. Set the certificate's tier to Unlimited"
             )
-    data = {_key(file): _pem(file, text, label, "client") for file, text in sorted(files.items())}
+    data: dict[str, str] = {}
+    for file, text in sorted(files.items()):
+        _put(data, _key(file), "".join(certificate_blocks(file, text, label, "client")))
     name = config_map_name(child_name(base, "client-certificates"), data)
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(name), "data": data}
     return config_map, [{"name": name, "key": key} for key in sorted(data)]
 
 
 class EndpointCertificates:
-    """Which endpoint URL trusts which certificate, from ``endpoint_certificates.json``.
+    """Which endpoint URL trusts which certificates, from ``endpoint_certificates.json``.
+
+    An endpoint may be bound to several certificates (a rotation, an intermediate and its root,
+    or the same file uploaded twice): its ``Backend`` trusts a PEM bundle of the distinct ones,
+    held in one key of the ConfigMap, named after the file (or files, joined by ``-``) they come from.
 
     The ConfigMap holds the certificates some backend uses, so its content, and with it its name,
     is known only once every backend is built: ``tls_for`` hands out references whose name
@@ -81,7 +95,7 @@ class EndpointCertificates:
                 f"{label} carries endpoint certificates ({', '.join(sorted(files))}) without "
                 "Endpoint-certificates/endpoint_certificates.json naming their endpoints"
             )
-        self._by_url: dict[str, tuple[str, str]] = {}  # normalized URL -> (key, PEM)
+        files_by_url: dict[str, set[str]] = {}
         for binding in bindings:
             file = binding.certificate or f"{binding.alias}.crt"
             if file not in files:
@@ -91,14 +105,16 @@ class EndpointCertificates:
                 )
             if not binding.endpoint:
                 raise TranslationError(f"{label}: endpoint certificate {binding.alias!r} names no endpoint URL")
-            url = normalized_url(binding.endpoint)
-            entry = (_key(file), _pem(file, files[file], label, "endpoint"))
-            if self._by_url.get(url, entry) != entry:
-                raise TranslationError(
-                    f"{label} has more than one certificate for endpoint {redacted_url(binding.endpoint)!r}; "
-                    "a gateway backend trusts one"
-                )
-            self._by_url[url] = entry
+            files_by_url.setdefault(normalized_url(binding.endpoint), set()).add(file)
+        blocks = {file: certificate_blocks(file, files[file], label, "endpoint") for file in files}
+        self._by_url: dict[str, tuple[str, str]] = {}  # normalized URL -> (key, PEM bundle)
+        for url, named in files_by_url.items():
+            distinct: dict[str, str] = {}  # PEM block -> the first file (by name) holding it
+            for file in sorted(named):
+                for block in blocks[file]:
+                    distinct.setdefault(block, file)
+            sources = sorted(set(distinct.values()))
+            self._by_url[url] = (_key("+".join(sources)), "".join(distinct))
         self._used: dict[str, str] = {}
         self._references: list[dict[str, str]] = []  # the configMapRefs handed out, named by config_map
 
@@ -110,8 +126,7 @@ class EndpointCertificates:
         found = self._by_url.get(normalized_url(url))
         if found is None or protocol != "https":
             return None
-        key, pem = found
-        self._used[key] = pem
+        key = _put(self._used, *found)
         reference = {"name": "", "key": key}
         self._references.append(reference)
         return {"configMapRef": reference}
@@ -130,11 +145,50 @@ class EndpointCertificates:
         return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(name), "data": data}
 
 
+def certificate_blocks(file: str, text: str, label: str, kind: str) -> list[str]:
+    """The X.509 certificates of a PEM file, each re-encoded the one way (64-column base64, LF endings).
+
+    Refuses a file with no certificate, a block cut short, a block that is not a certificate, and
+    a private key: the ConfigMap that carries certificates is readable by anyone who reads the
+    namespace, and a trust store never needs a key.
+    """
+    if _PRIVATE_KEY.search(text):
+        raise TranslationError(
+            f"{label}: {kind} certificate {file!r} contains a private key; the gateway needs only the "
+            "certificate, which it stores in a ConfigMap. Remove the key from the file"
+        )
+    found = _PEM_BLOCK.findall(text)
+    if PEM_MARKER not in text:
+        raise TranslationError(f"{label}: {kind} certificate {file!r} is not a PEM certificate ({PEM_MARKER})")
+    if text.count(PEM_MARKER) != len(found):
+        raise TranslationError(
+            f"{label}: {kind} certificate {file!r} has a {PEM_MARKER} without its -----END CERTIFICATE----- line"
+        )
+    blocks = []
+    for number, body in enumerate(found, start=1):
+        encoded = re.sub(r"\s+", "", body)
+        try:
+            der = base64.b64decode(encoded, validate=True)
+            x509.load_der_x509_certificate(der)
+        except ValueError as error:
+            where = f"certificate {number} of {file!r}" if len(found) > 1 else repr(file)
+            raise TranslationError(
+                f"{label}: {kind} certificate {where} is not a valid X.509 certificate ({error})"
+            ) from None
+        lines = textwrap.wrap(base64.b64encode(der).decode(), 64)
+        blocks.append("\n".join([PEM_MARKER, *lines, PEM_END]) + "\n")
+    return blocks
+
+
 def _key(file: str) -> str:
     return _KEY_FORBIDDEN.sub("-", file)[:253]
 
 
-def _pem(file: str, text: str, label: str, kind: str) -> str:
-    if PEM_MARKER not in text:
-        raise TranslationError(f"{label}: {kind} certificate {file!r} is not a PEM certificate ({PEM_MARKER})")
-    return text
+def _put(data: dict[str, str], key: str, pem: str) -> str:
+    """Store ``pem`` under ``key``, or under a key made unique by the content's hash when another
+    certificate already holds it (``a b.crt`` and ``a-b.crt`` share a key once made legal)."""
+    if data.get(key, pem) != pem:
+        suffix = "-" + hashlib.sha256(pem.encode()).hexdigest()[:8]
+        key = key[: 253 - len(suffix)] + suffix
+    data[key] = pem
+    return key

@@ -14,7 +14,9 @@ limits of one operation could apply to another. Here a path parameter is one seg
 
 from __future__ import annotations
 
+import itertools
 import re
+import string
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +28,10 @@ MAX_PATH_LENGTH = 1024  # HTTPRoute path match value and replaceFullPath limit
 _PARAM = re.compile(r"\{[^{}/]*\}")
 _RE2_SPECIAL = re.compile(r"([.+*?()\[\]{}^$|\\])")
 _SEGMENT = "([^/]+)"
+# RFC 3986 pchar: what a path segment carries raw; anything else a client percent-encodes.
+_PCHAR = frozenset(string.ascii_letters + string.digits + "-._~" + "!$&'()*+,;=" + ":@")
+_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+_HEX_LETTERS = frozenset("ABCDEF")
 _REST_OF_PATH = "((?:/.*)?)"
 
 
@@ -37,13 +43,17 @@ def path_match_regex(target: str) -> str:
     if segments == ["*"]:
         return _REST_OF_PATH
     wildcard = segments[-1] == "*"
-    parts = [_PARAM.sub(_SEGMENT, "".join(_escape_literals(s))) for s in (segments[:-1] if wildcard else segments)]
+    parts = [
+        "".join(_SEGMENT if is_param else _literal_regex(text) for is_param, text in _pieces(segment))
+        for segment in (segments[:-1] if wildcard else segments)
+    ]
     path = "/" + "/".join(parts)
     return f"{path}{_REST_OF_PATH}" if wildcard else path
 
 
 def rewrite_full_path(target: str) -> str:
-    """The ``ReplaceFullPath`` value: the target with each capture group as ``\\N``."""
+    """The ``ReplaceFullPath`` value: the target with each capture group as ``\\N``, and every
+    character a request line cannot carry raw percent-encoded (UTF-8, upper-case hex)."""
     segments = _segments(target)
     if segments is None:
         return "/"
@@ -51,13 +61,16 @@ def rewrite_full_path(target: str) -> str:
         return "\\1"
     wildcard = segments[-1] == "*"
     counter = 0
-
-    def group(_: re.Match[str]) -> str:
-        nonlocal counter
-        counter += 1
-        return f"\\{counter}"
-
-    parts = [_PARAM.sub(group, s) for s in (segments[:-1] if wildcard else segments)]
+    parts = []
+    for segment in segments[:-1] if wildcard else segments:
+        part = []
+        for is_param, text in _pieces(segment):
+            if is_param:
+                counter += 1
+                part.append(f"\\{counter}")
+            else:
+                part.append(_literal_rewrite(text))
+        parts.append("".join(part))
     path = "/" + "/".join(parts)
     return f"{path}\\{counter + 1}" if wildcard else path
 
@@ -127,13 +140,77 @@ def _segments(target: str) -> list[str] | None:
     return segments or None
 
 
-def _escape_literals(segment: str) -> list[str]:
-    """Escape RE2 metacharacters outside ``{param}`` placeholders, which stay for substitution."""
-    pieces: list[str] = []
+def _pieces(segment: str) -> list[tuple[bool, str]]:
+    """A segment as ``(is_param, text)`` pieces: ``{param}`` placeholders and the literals between."""
+    pieces: list[tuple[bool, str]] = []
     position = 0
     for found in _PARAM.finditer(segment):
-        pieces.append(_RE2_SPECIAL.sub(r"\\\1", segment[position : found.start()]))
-        pieces.append(found.group(0))
+        if found.start() > position:
+            pieces.append((False, segment[position : found.start()]))
+        pieces.append((True, found.group(0)))
         position = found.end()
-    pieces.append(_RE2_SPECIAL.sub(r"\\\1", segment[position:]))
+    if position < len(segment):
+        pieces.append((False, segment[position:]))
     return pieces
+
+
+def _characters(literal: str) -> list[tuple[str, bool]]:
+    """The literal's characters, each with whether the target wrote it percent-encoded.
+
+    A run of escapes that is valid UTF-8 becomes its characters (``%C3%BC`` is ``ü``); an escape
+    that is not stays a ``%`` followed by its two hex digits, each flagged encoded.
+    """
+    characters: list[tuple[str, bool]] = []
+    position = 0
+    for found in _ESCAPES.finditer(literal):
+        characters.extend((c, False) for c in literal[position : found.start()])
+        raw = bytes.fromhex(found.group(0).replace("%", ""))
+        try:
+            characters.extend((c, True) for c in raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            characters.extend((f"%{byte:02X}", True) for byte in raw)
+        position = found.end()
+    characters.extend((c, False) for c in literal[position:])
+    return characters
+
+
+def _encoded(character: str) -> str:
+    if len(character) == 3 and character.startswith("%"):  # an escape that is not UTF-8, kept as is
+        return character
+    return "".join(f"%{byte:02X}" for byte in character.encode("utf-8"))
+
+
+def _literal_regex(literal: str) -> str:
+    """RE2 for a literal: metacharacters escaped; a character a client may percent-encode matches
+    its raw form and its UTF-8 escapes in either hex case (clients send ``%c3%bc`` as well as
+    ``%C3%BC``), one non-capturing group per run, so capture numbers stay the params'. A character
+    no request carries raw (a space, ``%``, an encoded ``/``) matches only its escape."""
+    out: list[str] = []
+    for kind, group in itertools.groupby(_characters(literal), key=_kind):
+        characters = [c for c, _ in group]
+        raw = _RE2_SPECIAL.sub(r"\\\1", "".join(characters))
+        if kind == "raw":
+            out.append(raw)
+            continue
+        encoded = "".join(_encoded(c) for c in characters)
+        if _HEX_LETTERS.intersection(encoded):
+            encoded = f"(?i:{encoded})"
+        out.append(f"(?:{raw}|{encoded})" if kind == "either" else encoded)
+    return "".join(out)
+
+
+def _kind(character: tuple[str, bool]) -> str:
+    """``raw``: a pchar written raw; ``either``: raw or encoded (non-ASCII, or a pchar the
+    target wrote encoded); ``encoded``: only its escape is a valid request."""
+    text, was_encoded = character
+    if text in _PCHAR:
+        return "either" if was_encoded else "raw"
+    return "either" if len(text) == 1 and ord(text) > 127 else "encoded"
+
+
+def _literal_rewrite(literal: str) -> str:
+    """A literal as the backend receives it: every character outside RFC 3986's ``pchar``, and
+    every one the target wrote encoded, percent-encoded in UTF-8 with upper-case hex."""
+    return "".join(
+        c if c in _PCHAR and not was_encoded else _encoded(c) for c, was_encoded in _characters(literal)
+    )

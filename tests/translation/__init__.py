@@ -33,8 +33,33 @@ SWAGGER = json.dumps(
         "paths": {"/menu": {"get": {"responses": {"200": {"description": "OK"}}}}},
     }
 )
-# Not a real key: only the PEM framing matters to the translator.
-CERTIFICATE = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ2xpZW50\n-----END CERTIFICATE-----\n"
+# Two real self-signed certificates (the translator parses every certificate it ships).
+CERTIFICATE = """\
+-----BEGIN CERTIFICATE-----
+MIIBjTCCATOgAwIBAgIUFyeROtypHXrJXxLEUiEHhVLdQPYwCgYIKoZIzj0EAwIw
+GzEZMBcGA1UEAwwQdGVzdC1vbmUuZXhhbXBsZTAgFw0yNjEyMDMwMDE2MTVaGA8y
+MTI2MTEwOTAwMTYxNVowGzEZMBcGA1UEAwwQdGVzdC1vbmUuZXhhbXBsZTBZMBMG
+ByqGSM49AgEGCCqGSM49AwEHA0IABEjekJVesKBE/srPpxbJ9kxDvQpeG/VJWpT7
+Q5H1FV6aIVYeQRtLaOOH+Cawy1svsqeUVWsnJ/1JoX9JOAN4f+6jUzBRMB0GA1Ud
+DgQWBBQFwyegfXdEto3HuJM5vpYjwJzV1DAfBgNVHSMEGDAWgBQFwyegfXdEto3H
+uJM5vpYjwJzV1DAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQCs
+tgv8YNLDH9cabgtIxvt6GFjVw8BAg9jj+Rv8gZiCzgIgFSgzfECimNA0M3jgxEcn
+aY1kTeLfBjx6n3sLLWTeZaE=
+-----END CERTIFICATE-----
+"""
+OTHER_CERTIFICATE = """\
+-----BEGIN CERTIFICATE-----
+MIIBjjCCATOgAwIBAgIUM0sKvEQ4JdXsX0Zt+kA2gyC6SjIwCgYIKoZIzj0EAwIw
+GzEZMBcGA1UEAwwQdGVzdC10d28uZXhhbXBsZTAgFw0yNjEyMDMwMDE2MTVaGA8y
+MTI2MTEwOTAwMTYxNVowGzEZMBcGA1UEAwwQdGVzdC10d28uZXhhbXBsZTBZMBMG
+ByqGSM49AgEGCCqGSM49AwEHA0IABIyObEZ7Q3B0LHWp/VGsZkH/BfFDcF/oMeA/
+WrsfxBDbXcINPVGGFuhaRkidachMKhCf2ir9R8qjbKNWcyfwi1KjUzBRMB0GA1Ud
+DgQWBBTmJ6zDD4tELw/zLVpZ/V45IdoueTAfBgNVHSMEGDAWgBTmJ6zDD4tELw/z
+LVpZ/V45IdoueTAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0kAMEYCIQCw
+NKg3wmjdFDhrD/LOzwzW8pF3w9Hazpx1GIqys6eruwIhAJgRS00FInfWcrOVcoLP
+msq42dHqUsIcyK6hYzPyc+uF
+-----END CERTIFICATE-----
+"""
 SDL = "type Query { hero(id: ID!): String\n  allHeroes: [String] }\ntype Mutation { addHero(name: String!): String }\n"
 
 

@@ -24,6 +24,7 @@ from translation.translate import TranslationOptions, translate_api
 from . import (
     API_KEY_VALUE,
     CERTIFICATE,
+    OTHER_CERTIFICATE,
     PASSWORD,
     SEALING_KEY,
     SECRET_NAME_KEY,
@@ -41,7 +42,6 @@ CREDENTIALS = {
     "production": {"enabled": True, "type": "BASIC", "username": "backend-user", "password": PASSWORD},
     "sandbox": {"enabled": True, "type": "apikey", "apiKeyIdentifier": "X-Backend-Key", "apiKeyValue": API_KEY_VALUE},
 }
-OTHER_CERTIFICATE = CERTIFICATE.replace("MIIB", "MIIC")
 INTERCEPTOR_URL = "https://interceptor.backend:9081/check"
 
 

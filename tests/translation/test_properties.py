@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -459,3 +460,10 @@ def test_two_apis_never_share_a_name(api: GeneratedApi, other_uuid: uuid.UUID) -
     if first is None or second is None:
         return
     assert not set(identities(first)) & set(identities(second))
+
+
+@given(st.dictionaries(st.text(max_size=8), st.text(), max_size=4))
+def test_the_rendered_stream_loads_back_to_the_same_objects(data: dict[str, str]) -> None:
+    """Multi-line values are rendered as literal blocks; whatever the string, YAML gives it back."""
+    resource = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": data}
+    assert list(yaml.safe_load_all(render_stream([resource]))) == [resource]

@@ -6,10 +6,13 @@ import base64
 import gzip
 import json
 import re
+import string
 from typing import Any
+from urllib.parse import quote
 
 import pytest
-from hypothesis import given
+import re2
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from models.naming import (
@@ -37,6 +40,8 @@ from . import (
 )
 
 OPTIONS = TranslationOptions(namespace="apk-agent", gateway_labels=["Default"], secret_name_key=SECRET_NAME_KEY)
+LITERAL_CHARACTERS = st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Z"))
+PCHAR = set(string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@")  # RFC 3986
 CREDENTIALS = {
     "production": {"enabled": True, "type": "BASIC", "username": "backend-user", "password": PASSWORD},
     "sandbox": {
@@ -210,6 +215,12 @@ class TestRoutes:
             ("/menu.json", "/menu\\.json", "/menu.json"),
             ("/search?q={query}", "/search", "/search"),
             ("/orders/", "/orders", "/orders"),
+            ("/menü/{id}", "/men(?:ü|(?i:%C3%BC))/([^/]+)", "/men%C3%BC/\\1"),
+            ("/caf%c3%a9", "/caf(?:é|(?i:%C3%A9))", "/caf%C3%A9"),  # written encoded, lower-case
+            ("/商品/*", "/(?:商品|(?i:%E5%95%86%E5%93%81))((?:/.*)?)", "/%E5%95%86%E5%93%81\\1"),
+            ("/price list", "/price%20list", "/price%20list"),  # no request carries a raw space
+            ("/a%2Fb/{x}", "/a(?i:%2F)b/([^/]+)", "/a%2Fb/\\1"),  # an encoded / is not a separator
+            ("/100%", "/100%25", "/100%25"),
         ],
     )
     def test_path_regex_and_rewrite(self, target: str, regex: str, rewrite: str) -> None:
@@ -249,6 +260,50 @@ class TestRoutes:
         found = re.fullmatch(path_match_regex(target), concrete)
         assert found is not None, (target, concrete)
         assert found.expand(rewrite_full_path(target)) == concrete
+
+    @pytest.mark.parametrize(
+        "request_path",
+        ["/menü/4/größe", "/men%C3%BC/4/gr%C3%B6%C3%9Fe", "/men%c3%bc/4/gr%c3%b6%c3%9fe", "/men%C3%bc/4/größe"],
+    )
+    def test_a_non_ascii_path_matches_raw_and_encoded_requests(self, request_path: str) -> None:
+        target = "/menü/{item}/größe"
+        regex = path_match_regex(target)
+        assert re2.fullmatch(regex, request_path) is not None  # the gateway's regex engine
+        found = re.fullmatch(regex, request_path)
+        assert found is not None
+        assert found.expand(rewrite_full_path(target)) == "/men%C3%BC/4/gr%C3%B6%C3%9Fe"
+        assert re2.fullmatch(regex, "/menu/4/grosse") is None
+
+    @given(
+        st.lists(
+            st.one_of(
+                st.text(LITERAL_CHARACTERS, min_size=1, max_size=6).filter(lambda s: not set(s) & set("/{}?%")),
+                st.from_regex(r"\{[a-zA-Z]{1,6}\}", fullmatch=True),
+            ),
+            min_size=1,
+            max_size=4,
+        ),
+        st.sampled_from(["raw", "upper", "lower"]),
+    )
+    def test_any_literal_matches_however_the_client_encodes_it(self, segments: list[str], form: str) -> None:
+        # A client sends the path raw (non-ASCII only: an ASCII character outside pchar is never
+        # raw in a request line) or percent-encoded in either hex case; the backend always gets
+        # the one encoded form.
+        target = "/" + "/".join(segments)
+        concrete = [re.sub(r"\{[^}]*\}", "v", s) for s in segments]
+        encoded = "/" + "/".join(quote(s, safe="!$&'()*+,;=:@") for s in concrete)
+        if form == "raw":
+            assume(all(c in PCHAR or not c.isascii() for c in "".join(concrete)))
+        sent = {
+            "raw": "/" + "/".join(concrete),
+            "upper": encoded,
+            "lower": re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded),
+        }[form]
+        regex = path_match_regex(target)
+        assert re2.fullmatch(regex, sent) is not None, (regex, sent)
+        found = re.fullmatch(regex, sent)
+        assert found is not None
+        assert found.expand(rewrite_full_path(target)) == encoded
 
     @pytest.mark.parametrize(
         ("target", "other", "path"),

@@ -7,19 +7,33 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from models.naming import api_labels
 from translation.crd_schemas import default_crd_dir, load_crd_schemas, validate_resources
 from translation.translate import TranslationError, TranslationOptions, translate_api
 
-from . import API_UUID, CERTIFICATE, PASSWORD, SDL, SECRET_NAME_KEY, api_data, deployed_api, graphql_data
+from . import (
+    API_UUID,
+    CERTIFICATE,
+    OTHER_CERTIFICATE,
+    PASSWORD,
+    SDL,
+    SECRET_NAME_KEY,
+    api_data,
+    deployed_api,
+    graphql_data,
+)
 
 OPTIONS = TranslationOptions(namespace="apk-agent", gateway_labels=["Default"], secret_name_key=SECRET_NAME_KEY)
 ADD_HEADER = {"policyName": "addHeader", "policyVersion": "v1", "parameters": {"headerName": "X-Tenant", "headerValue": "pizza"}}
 REMOVE_HEADER = {"policyName": "removeHeader", "policyVersion": "v1", "parameters": {"headerName": "Server"}}
+# Framing only: no certificate file may carry a key, whatever the key is.
+PRIVATE_KEY = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n"
 INTERCEPTOR = {
     "policyName": "callInterceptorService",
     "policyVersion": "v1",
@@ -407,16 +421,66 @@ class TestEndpointTls:
             ({"endpoint_certificates": {"b.crt": CERTIFICATE}}, "without Endpoint-certificates/endpoint_certificates.json"),
             ({"endpoint_certificates": {}, "endpoint_bindings": BINDINGS}, "names 'backend.crt', which is not in Endpoint-certificates/"),
             (
-                {
-                    "endpoint_certificates": {"backend.crt": CERTIFICATE, "other.crt": CERTIFICATE.replace("MIIB", "MIIC")},
-                    "endpoint_bindings": [*BINDINGS, {**BINDINGS[0], "alias": "o", "certificate": "other.crt"}],
-                },
-                "has more than one certificate for endpoint",
+                {"endpoint_certificates": {"backend.crt": CERTIFICATE[:-30]}, "endpoint_bindings": BINDINGS},
+                "endpoint certificate 'backend.crt' has a -----BEGIN CERTIFICATE----- without its -----END CERTIFICATE----- line",
+            ),
+            (
+                {"endpoint_certificates": {"backend.crt": CERTIFICATE + CERTIFICATE.replace("MIIB", "MIIC")}, "endpoint_bindings": BINDINGS},
+                "endpoint certificate certificate 2 of 'backend.crt' is not a valid X.509 certificate",
+            ),
+            (
+                {"endpoint_certificates": {"backend.crt": CERTIFICATE.replace("MIIB", "MI*B")}, "endpoint_bindings": BINDINGS},
+                "endpoint certificate 'backend.crt' is not a valid X.509 certificate",
+            ),
+            (
+                {"endpoint_certificates": {"backend.crt": CERTIFICATE + PRIVATE_KEY}, "endpoint_bindings": BINDINGS},
+                "endpoint certificate 'backend.crt' contains a private key",
             ),
         ],
     )
     def test_endpoint_certificates_that_cannot_be_used(self, kwargs: dict[str, Any], fragment: str) -> None:
-        refuses(api_data(), fragment, **kwargs)
+        message = refuses(api_data(), fragment, **kwargs)
+        assert "MIGHAgEA" not in message
+
+    def backend_trust(self, certificates: dict[str, str], bindings: list[dict[str, str]]) -> tuple[str, str]:
+        resources = translate(api_data(), endpoint_certificates=certificates, endpoint_bindings=bindings)
+        (backend,) = of_kind(resources, "Backend")
+        reference = backend["spec"]["tls"]["configMapRef"]
+        data = by_name(of_kind(resources, "ConfigMap"))[reference["name"]]["data"]
+        assert list(data) == [reference["key"]]
+        return reference["key"], data[reference["key"]]
+
+    def test_several_certificates_for_one_endpoint_become_a_bundle(self) -> None:
+        bindings = [{**self.BINDINGS[0], "alias": "new", "certificate": "rotated.crt"}, *self.BINDINGS]
+        key, bundle = self.backend_trust({"backend.crt": CERTIFICATE, "rotated.crt": OTHER_CERTIFICATE}, bindings)
+        assert key == "backend.crt-rotated.crt"
+        assert bundle == CERTIFICATE + OTHER_CERTIFICATE  # by file name, not by the bindings' order
+        assert [c.subject.rfc4514_string() for c in x509.load_pem_x509_certificates(bundle.encode())] == [
+            "CN=test-one.example",
+            "CN=test-two.example",
+        ]
+
+    def test_the_same_certificate_twice_is_trusted_once(self) -> None:
+        crlf = CERTIFICATE.replace("\n", "\r\n")
+        bindings = [*self.BINDINGS, {**self.BINDINGS[0], "alias": "copy", "certificate": "copy.crt"}]
+        assert self.backend_trust({"backend.crt": CERTIFICATE, "copy.crt": crlf}, bindings) == ("backend.crt", CERTIFICATE)
+
+    def test_a_chain_and_one_of_its_certificates_share_the_bundle_without_repeats(self) -> None:
+        bindings = [*self.BINDINGS, {**self.BINDINGS[0], "alias": "chain", "certificate": "chain.pem"}]
+        lines = CERTIFICATE.splitlines()
+        rewrapped = "\n".join(["# the provider's chain", lines[0], *textwrap.wrap("".join(lines[1:-1]), 76), lines[-1], ""])
+        key, bundle = self.backend_trust({"backend.crt": OTHER_CERTIFICATE, "chain.pem": rewrapped + OTHER_CERTIFICATE}, bindings)
+        assert (key, bundle) == ("backend.crt-chain.pem", OTHER_CERTIFICATE + CERTIFICATE)
+
+    def test_files_whose_keys_collide_keep_both_certificates(self) -> None:
+        resources = translate(
+            api_data(securityScheme=["mutualssl", "oauth2"]),
+            client_certificates={"partner a.crt": CERTIFICATE, "partner-a.crt": OTHER_CERTIFICATE},
+        )
+        (config_map,) = (c for c in of_kind(resources, "ConfigMap") if "client-certificates" in c["metadata"]["name"])
+        assert sorted(config_map["data"].values()) == sorted([CERTIFICATE, OTHER_CERTIFICATE])
+        (authentication,) = (a for a in of_kind(resources, "Authentication") if "mtls" in a["spec"]["default"]["authTypes"])
+        assert sorted(r["key"] for r in authentication["spec"]["default"]["authTypes"]["mtls"]["configMapRefs"]) == sorted(config_map["data"])
 
 
 class TestEnvironmentOverrides:
