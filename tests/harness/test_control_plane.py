@@ -38,6 +38,14 @@ from harness.api_projects import (
     with_changes,
 )
 from harness.control_plane import ControlPlaneSimulator
+from models.events import (
+    ApplicationEvent,
+    ApplicationKeyEvent,
+    EventBase,
+    PolicyEvent,
+    SubscriptionEvent,
+    parse_message,
+)
 
 ARTIFACTS = "internal/data/v1/runtime-artifacts"
 REPORTS = "internal/data/v1/notify-api-deployment-status"
@@ -220,6 +228,7 @@ def test_env_properties_are_included_when_set(sim: ControlPlaneSimulator, client
         "internal/data/v1/applications",
         "internal/data/v1/application-key-mappings",
         "internal/data/v1/subscription-policies",
+        "internal/data/v1/application-policies",
         "internal/data/v1/api-policies",
     ],
 )
@@ -314,22 +323,25 @@ def test_failure_injection_counts_down_delays_and_clears(sim: ControlPlaneSimula
 
 
 def test_list_endpoints_serve_in_memory_state(sim: ControlPlaneSimulator, client: httpx.Client) -> None:
-    assert client.get("internal/data/v1/subscriptions").json() == {"list": []}
-    assert client.get("internal/data/v1/applications").json() == {"list": []}
+    empty = {"count": 0, "list": [], "pagination": None}
+    assert client.get("internal/data/v1/subscriptions").json() == empty
+    assert client.get("internal/data/v1/applications").json() == empty
     policies = client.get("internal/data/v1/subscription-policies").json()
     assert policies["count"] == 1 and policies["list"][0]["name"] == "Unlimited"
 
+    # Items assigned directly are served as they are (carbon.super's lists).
     sim.subscriptions = [
-        {"subscriptionId": 1, "subscriptionUUID": "s1", "apiUUID": "api-1", "policyId": "Gold"},
-        {"subscriptionId": 2, "subscriptionUUID": "s2", "apiUUID": "api-2", "policyId": "Gold"},
+        {"subscriptionId": 1, "subscriptionUUID": "s1", "apiUUID": "api-1", "applicationUUID": "app-7"},
+        {"subscriptionId": 2, "subscriptionUUID": "s2", "apiUUID": "api-2", "applicationUUID": "app-7"},
     ]
-    sim.applications = [{"id": 7, "uuid": "app-7", "name": "shop", "keys": []}]
+    sim.applications = [{"id": 7, "uuid": "app-7", "name": "shop"}]
     sim.api_policies = [{"name": "10KPerMin"}, {"name": "50KPerMin"}]
-    filtered = client.get("internal/data/v1/subscriptions", params={"apiUUID": "api-2"}).json()
+    pair = {"apiUUID": "api-2", "applicationUUID": "app-7"}
+    filtered = client.get("internal/data/v1/subscriptions", params=pair).json()
     assert [s["subscriptionUUID"] for s in filtered["list"]] == ["s2"]
     assert client.get("internal/data/v1/applications").json()["list"][0]["uuid"] == "app-7"
     named = client.get("internal/data/v1/api-policies", params={"policyName": "50KPerMin"}).json()
-    assert named == {"count": 1, "list": [{"name": "50KPerMin"}]}
+    assert named == {"count": 1, "list": [{"name": "50KPerMin"}], "pagination": None}
 
 
 def test_publisher_import_records_the_project(sim: ControlPlaneSimulator, client: httpx.Client) -> None:
@@ -564,3 +576,35 @@ def test_publisher_reconnects_after_the_connection_drops(
     broker_sim.publish("API_UPDATE", {"uuid": "x"})
     _, _, event = _next_event(subscriber)
     assert event["type"] == "API_UPDATE"
+
+
+def test_consumer_events_on_the_broker_parse_as_the_agent_expects(
+    broker_sim: ControlPlaneSimulator, subscriber: _Collector
+) -> None:
+    app = broker_sim.create_application("shop", organization="acme")
+    key = broker_sim.add_key(app["uuid"], key_type="SANDBOX", organization="acme")
+    sub = broker_sim.subscribe(app["uuid"], str(uuidlib.uuid4()), policy="Gold", organization="acme")
+    tier = broker_sim.add_subscription_policy("Gold", burst=(10, "sec"), organization="acme")
+    broker_sim.delete_application(app["uuid"], organization="acme")
+
+    received = []
+    for _ in range(5):
+        frame, payload, event = _next_event(subscriber)
+        parsed = parse_message(frame.body)
+        assert isinstance(parsed, EventBase) and parsed.type == payload["eventType"] == event["type"]
+        assert event["tenantDomain"] == "acme" and event["tenantId"] == broker_sim.tenant_id("acme") != -1234
+        received.append((parsed, event))
+    types = [event["type"] for _, event in received]
+    assert types == [
+        "APPLICATION_CREATE", "APPLICATION_REGISTRATION_CREATE", "SUBSCRIPTIONS_CREATE", "POLICY_CREATE",
+        "APPLICATION_DELETE",
+    ]  # fmt: skip
+    created, registered, subscribed, policy, deleted = (parsed for parsed, _ in received)
+    assert isinstance(created, ApplicationEvent) and created.uuid == app["uuid"] and created.application_id == app["id"]
+    assert isinstance(registered, ApplicationKeyEvent) and registered.consumer_key == key["consumerKey"]
+    assert registered.application_uuid == app["uuid"] and registered.key_type == "SANDBOX"
+    assert isinstance(subscribed, SubscriptionEvent) and subscribed.subscription_id == sub["subscriptionId"]
+    assert subscribed.policy_id == "Gold" and subscribed.application_uuid == app["uuid"]
+    assert isinstance(policy, PolicyEvent) and policy.policy_id == tier["id"] and policy.policy_type == "SUBSCRIPTION"
+    assert "defaultLimit" not in received[3][1]
+    assert isinstance(deleted, ApplicationEvent) and deleted.uuid == app["uuid"]
