@@ -7,15 +7,34 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.cluster import ClusterActivities, KubeCluster, load_kube_api_client, quiet_urllib3
+from activities.consumers import ConsumerActivities, ConsumerClusters
 from activities.control_plane import ControlPlaneActivities, ControlPlaneClient
 from activities.sealing import Sealer
+from activities.sync import SyncActivities, SyncHandoff
 from agent.settings import Settings
+from intake.submit import TemporalSubmitter, retry_options
+from models.consumer_workflow import SyncInput
 from workflows.api_deployment import ApiDeployment
 from workflows.api_workflow import ApiWorkflow
+from workflows.consumer_deployment import ConsumerDeployment
+from workflows.consumer_workflow import ConsumerWorkflow
+from workflows.full_sync import SYNC_SCHEDULE_ID, SYNC_WORKFLOW_ID, FullSync
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +49,30 @@ def build_worker(client: Client, settings: Settings, cluster: KubeCluster | None
         load_kube_api_client(), settings.namespace, request_timeout=settings.kube_request_timeout_seconds
     )
     kube = ClusterActivities(cluster, settings, sealer)
-    cp = ControlPlaneActivities(ControlPlaneClient(settings), settings, sealer)
+    cp_client = ControlPlaneClient(settings)
+    cp = ControlPlaneActivities(cp_client, settings, sealer)
+    apps_namespace = settings.effective_application_namespace
+    apps_cluster = (
+        cluster
+        if apps_namespace == cluster.namespace
+        else KubeCluster(cluster.api_client, apps_namespace, request_timeout=cluster.request_timeout)
+    )
+    clusters = ConsumerClusters(applications=apps_cluster, tiers=cluster, apis=cluster)
+    consumers = ConsumerActivities(cp_client, clusters, settings)
+    sync = SyncActivities(cp_client, clusters, settings, sealer, cp.options, consumers.options)
+    handoff = SyncHandoff(TemporalSubmitter(client, settings))
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[ApiWorkflow, ApiDeployment],
+        workflows=[ApiWorkflow, ApiDeployment, ConsumerWorkflow, ConsumerDeployment, FullSync],
         activities=[
+            consumers.fetch_consumer_desired,
+            consumers.snapshot_consumer_resources,
+            consumers.apply_consumer_resources,
+            consumers.prune_consumer_resources,
+            consumers.restore_consumer_snapshot,
+            sync.sync_consumers,
+            handoff.converge_apis,
             cp.fetch_desired_state,
             cp.report_deployment_status,
             kube.snapshot_api_resources,
@@ -64,5 +101,63 @@ async def run_worker(client: Client, settings: Settings, stop: asyncio.Event) ->
     worker = build_worker(client, settings, cluster)
     async with worker:
         log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
+        await schedule_full_sync(client, settings)
         await stop.wait()
         log.info("worker shutting down")
+
+
+def sync_input(settings: Settings, trigger: str, **overrides: object) -> SyncInput:
+    return SyncInput(
+        mode=settings.sync_mode,
+        max_delete_ratio=settings.sync_max_delete_ratio,
+        retry=retry_options(settings),
+        trigger=trigger,
+    ).model_copy(update=overrides)
+
+
+async def schedule_full_sync(client: Client, settings: Settings) -> None:
+    """One sync now (unless one is running), and the Schedule that runs it every
+    ``sync_interval_seconds`` (removed when that is 0). Failures are logged, never fatal."""
+    try:
+        await client.start_workflow(
+            FullSync.run,
+            sync_input(settings, "startup"),
+            id=f"{SYNC_WORKFLOW_ID}-startup",
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary="full sync at worker start",
+        )
+        handle = client.get_schedule_handle(SYNC_SCHEDULE_ID)
+        if settings.sync_interval_seconds <= 0:
+            try:
+                await handle.delete()
+                log.info("full sync schedule removed (GATEWAY_AGENT_SYNC_INTERVAL_SECONDS=0)")
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+            return
+        schedule = Schedule(
+            action=ScheduleActionStartWorkflow(
+                FullSync.run,
+                sync_input(settings, "schedule"),
+                id=SYNC_WORKFLOW_ID,
+                task_queue=settings.task_queue,
+            ),
+            spec=ScheduleSpec(
+                intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.sync_interval_seconds))]
+            ),
+            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        )
+        try:
+            await client.create_schedule(SYNC_SCHEDULE_ID, schedule)
+        except Exception as exc:  # already there: bring it to the current settings
+            if "already" not in str(exc).lower():
+                raise
+
+            def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
+                return ScheduleUpdate(schedule=schedule)
+
+            await handle.update(update)
+        log.info("full sync every %gs (schedule %s)", settings.sync_interval_seconds, SYNC_SCHEDULE_ID)
+    except Exception as exc:
+        log.warning("could not start or schedule the full sync: %s", exc)

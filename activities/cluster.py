@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import urllib3
@@ -42,7 +42,7 @@ from models.api_workflow import (
     RestoreResult,
 )
 from models.naming import api_selector
-from models.resources import MANAGED_KINDS, resource_id, sort_for_apply
+from models.resources import MANAGED_KINDS, ResourceKind, known_kind, resource_id, sort_for_apply
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,10 @@ class KubeCluster:
         self._kinds: dict[str, DynamicResource] = {}
 
     @property
+    def api_client(self) -> k8s_client.ApiClient:
+        return self._api_client
+
+    @property
     def server(self) -> str:
         return str(self._api_client.configuration.host)
 
@@ -163,7 +167,7 @@ class KubeCluster:
 
     def kind(self, kind: str) -> DynamicResource:
         if kind not in self._kinds:
-            spec = next(k for k in MANAGED_KINDS if k.kind == kind)
+            spec = known_kind(kind)
             try:
                 self._kinds[kind] = self._dynamic.resources.get(api_version=spec.api_version, kind=spec.kind)
             except ResourceNotFoundError as exc:
@@ -183,9 +187,9 @@ class KubeCluster:
                 return None
             raise
 
-    def list_selected(self, selector: str) -> list[dict[str, Any]]:
+    def list_selected(self, selector: str, kinds: Sequence[ResourceKind] = MANAGED_KINDS) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
-        for spec in MANAGED_KINDS:
+        for spec in kinds:
             listing = self.kind(spec.kind).get(namespace=self.namespace, label_selector=selector, serializer=_plain)
             for item in listing.get("items", []):
                 item.setdefault("kind", spec.kind)

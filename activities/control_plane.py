@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import time
+from typing import Any
 
 import httpx
 from temporalio import activity
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 
 RUNTIME_ARTIFACTS = "internal/data/v1/runtime-artifacts"
 NOTIFY_DEPLOYMENT_STATUS = "internal/data/v1/notify-api-deployment-status"
+APPLICATIONS = "internal/data/v1/applications"
+KEY_MAPPINGS = "internal/data/v1/application-key-mappings"
+SUBSCRIPTIONS = "internal/data/v1/subscriptions"
+SUBSCRIPTION_POLICIES = "internal/data/v1/subscription-policies"
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
 NO_ARTIFACT_CODE = "NO_API_ARTIFACT_FOUND"
 
@@ -49,11 +54,14 @@ class ControlPlaneClient:
     def close(self) -> None:
         self._http.close()
 
-    def runtime_artifacts(self, organization: str, api_uuid: str) -> bytes | None:
-        """The ``apis.zip`` of one API on the agent's labels, or ``None`` when the control plane says
-        explicitly that nothing is deployed (``204``, or ``404`` with ``NO_API_ARTIFACT_FOUND``)."""
+    def runtime_artifacts(self, organization: str, api_uuid: str | None) -> bytes | None:
+        """The ``apis.zip`` of one API (``None``: of every API) on the agent's labels, or ``None`` when
+        the control plane says explicitly that nothing is deployed (``204``, or ``404`` with
+        ``NO_API_ARTIFACT_FOUND``)."""
         label = base64.b64encode("|".join(self._labels).encode()).decode()
-        params = {"type": "Envoy", "gatewayLabel": label, "apiId": api_uuid}
+        params = {"type": "Envoy", "gatewayLabel": label}
+        if api_uuid is not None:
+            params["apiId"] = api_uuid
         with self._http.stream(
             "GET", RUNTIME_ARTIFACTS, params=params, headers={"x-wso2-tenant": organization}
         ) as response:
@@ -72,6 +80,34 @@ class ControlPlaneClient:
                         non_retryable=True,
                     )
             return bytes(body)
+
+    def list_items(self, path: str, organization: str, params: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """One of the internal data service's lists (``{count, list}``), for one organization.
+
+        Both tenant headers go with every call: ``x-wso2-tenant`` selects the organization on the
+        subscription, application and key-mapping lists, ``xWSO2Tenant`` on the policy lists.
+        An answer that is not such a list is an error, never an empty list.
+        """
+        what = f"listing {path.rsplit('/', 1)[-1]} of {organization}"
+        try:
+            response = self._http.get(
+                path, params=params, headers={"x-wso2-tenant": organization, "xWSO2Tenant": organization}
+            )
+        except httpx.HTTPError as exc:
+            raise ApplicationError(f"{what}: {type(exc).__name__}: {exc}", type="ControlPlaneUnavailable") from exc
+        _raise_for_status(response, what)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        items = body.get("list") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise ApplicationError(
+                f"{what}: the control plane's answer is not a {{count, list}} of objects: {response.text[:200]!r}",
+                type="ControlPlaneUnparseable",
+                non_retryable=True,
+            )
+        return items
 
     def notify_deployment_status(self, body: dict) -> int:
         """POST one report, as a single object or as ``{count, list}`` (``cp_report_shape``)."""
@@ -119,7 +155,7 @@ class ControlPlaneActivities:
         self._cp = cp
         self._settings = settings
         self._sealer = sealer
-        self._options = TranslationOptions(
+        self.options = TranslationOptions(
             namespace=settings.namespace,
             gateway_name=settings.gateway_name,
             gateway_namespace=settings.effective_gateway_namespace,
@@ -173,7 +209,7 @@ class ControlPlaneActivities:
                 skip_reason="the API was created on the gateway (initiatedFromGateway); deploying it back would loop",
             )
         try:
-            translation = translate(deployed, self._options)
+            translation = translate(deployed, self.options)
         except TranslationError as exc:
             raise ApplicationError(str(exc), type="Untranslatable", non_retryable=True) from exc
         for warning in translation.warnings:

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     # Key managers whose tokens the gateway accepts (its token issuers), comma-separated.
     gateway_key_managers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["Resident Key Manager"])
     readiness_timeout_seconds: float = 120.0
+    # Where Applications, Subscriptions and ApplicationMappings go (the gateway's common-controller
+    # watches it); empty: ``namespace``. Subscription tiers go to ``namespace``.
+    application_namespace: str = ""
+    # The organizations (tenant domains) whose consumers and APIs the full sync reads.
+    organizations: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["carbon.super"])
     # Every call to the API server gives up after this long (a watch: its window plus this).
     kube_request_timeout_seconds: float = 30.0
 
@@ -70,10 +75,18 @@ class Settings(BaseSettings):
     # Longest pause between attempts to deliver a report the control plane did not take.
     report_retry_max_seconds: float = 60.0
 
+    # The full sync: at worker start and every this many seconds (0: never on a schedule).
+    sync_interval_seconds: float = Field(default=300.0, ge=0)
+    # A sync that would delete more than this share of what exists of a kind holds those deletions
+    # back unless run with --allow-mass-delete.
+    sync_max_delete_ratio: float = Field(default=0.5, ge=0, le=1)
+    # ``apply`` converges the cluster; ``report`` only reports drift.
+    sync_mode: Literal["apply", "report"] = "apply"
+
     metrics_port: int = 0
     log_level: str = "INFO"
 
-    @field_validator("gateway_labels", "gateway_key_managers", mode="before")
+    @field_validator("gateway_labels", "gateway_key_managers", "organizations", mode="before")
     @classmethod
     def _split_labels(cls, value: object) -> object:
         if isinstance(value, str):
@@ -120,6 +133,10 @@ class Settings(BaseSettings):
     @property
     def effective_gateway_namespace(self) -> str:
         return self.gateway_namespace or self.namespace
+
+    @property
+    def effective_application_namespace(self) -> str:
+        return self.application_namespace or self.namespace
 
 
 @lru_cache

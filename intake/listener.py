@@ -23,17 +23,24 @@ from temporalio.service import RPCError, RPCStatusCode
 from agent.metrics import EVENTS, LISTENER_CONNECTED
 from agent.settings import Settings
 from models.api_workflow import ApiEventSignal
+from models.consumer_workflow import ConsumerEventSignal, ConsumerRef
 from models.events import (
     ApiChangeEvent,
     ApiGatewayEvent,
+    ApplicationEvent,
+    ApplicationKeyEvent,
+    ConsumerEvent,
+    EventBase,
     MalformedEvent,
+    PolicyEvent,
+    SubscriptionEvent,
     UnknownEvent,
     parse_message,
 )
 
 log = logging.getLogger(__name__)
 
-Submit = Callable[[ApiEventSignal], Awaitable[None]]
+Submit = Callable[[ApiEventSignal | ConsumerEventSignal], Awaitable[None]]
 REASON_HEADER = "x-dead-letter-reason"
 MAX_REASON = 1000
 PREFETCH = 100
@@ -214,16 +221,22 @@ class BrokerListener:
             await asyncio.to_thread(conn.ack, ack_id)
             EVENTS.labels(event_type="unknown", outcome="unknown").inc()
             return
-        if not isinstance(event, ApiGatewayEvent | ApiChangeEvent):
-            log.debug("event %s (%s) is not handled by this agent yet", event.event_id, event.type)
-            await asyncio.to_thread(conn.ack, ack_id)
-            EVENTS.labels(event_type=event.type, outcome="ignored").inc()
-            return
         if isinstance(event, ApiGatewayEvent) and event.gateway_labels and not self._labels & set(event.gateway_labels):
             await asyncio.to_thread(conn.ack, ack_id)
             EVENTS.labels(event_type=event.type, outcome="other-gateway").inc()
             return
-        signal = ApiEventSignal.from_event(event)
+        try:
+            signal = _signal_of(event)
+        except MalformedEvent as exc:
+            await self._dead_letter(conn, bridge, frame, str(exc))
+            await asyncio.to_thread(conn.ack, ack_id)
+            EVENTS.labels(event_type=event.type, outcome="dead-lettered").inc()
+            return
+        if signal is None:
+            log.debug("event %s (%s) has nothing for this gateway", event.event_id, event.type)
+            await asyncio.to_thread(conn.ack, ack_id)
+            EVENTS.labels(event_type=event.type, outcome="ignored").inc()
+            return
         try:
             await self._submit_until_accepted(signal)
         except MalformedEvent as exc:
@@ -233,9 +246,10 @@ class BrokerListener:
             return
         await asyncio.to_thread(conn.ack, ack_id)
         EVENTS.labels(event_type=event.type, outcome="submitted").inc()
-        log.info("event %s %s for API %s accepted by Temporal", event.event_id, event.type, signal.api_uuid)
+        subject = f"API {signal.api_uuid}" if isinstance(signal, ApiEventSignal) else signal.ref.label
+        log.info("event %s %s for %s accepted by Temporal", event.event_id, event.type, subject)
 
-    async def _submit_until_accepted(self, signal: ApiEventSignal) -> None:
+    async def _submit_until_accepted(self, signal: ApiEventSignal | ConsumerEventSignal) -> None:
         delay = 0.2
         while True:
             try:
@@ -269,6 +283,36 @@ class BrokerListener:
         await asyncio.to_thread(conn.send, self._settings.dead_letter_destination, frame.body, headers=headers)
         # Ack the original only once the broker has the copy.
         await asyncio.wait_for(confirmed, timeout=30)
+
+
+def _signal_of(event: EventBase) -> ApiEventSignal | ConsumerEventSignal | None:
+    """The workflow signal an event becomes; None for events with nothing for the gateway
+    (scopes, API and application throttling policies: API tiers come with the API's artifact)."""
+    if isinstance(event, ApiGatewayEvent | ApiChangeEvent):
+        return ApiEventSignal.from_event(event)
+    org = event.organization
+    if isinstance(event, ApplicationEvent):
+        ref = ConsumerRef(organization=org, kind="application", key=event.uuid)
+    elif isinstance(event, ApplicationKeyEvent):
+        if not event.application_uuid:
+            raise MalformedEvent(
+                f"{event.type} for application {event.application_id} names no applicationUUID (an older "
+                "control plane); the agent keys applications by UUID: the next full sync applies this key change"
+            )
+        ref = ConsumerRef(organization=org, kind="application", key=event.application_uuid)
+    elif isinstance(event, SubscriptionEvent):
+        ref = ConsumerRef(organization=org, kind="subscription", key=event.subscription_uuid)
+    elif isinstance(event, PolicyEvent) and event.policy_type.strip().upper() == "SUBSCRIPTION":
+        ref = ConsumerRef(organization=org, kind="tier", key=event.policy_name)
+    else:
+        return None
+    return ConsumerEventSignal(
+        event_id=event.event_id,
+        event_type=event.type,
+        timestamp_ms=event.time_stamp,
+        ref=ref,
+        fields=event.fields() if isinstance(event, ConsumerEvent) else {},
+    )
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

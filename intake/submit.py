@@ -10,6 +10,7 @@ from temporalio.client import Client
 
 from agent.settings import Settings
 from models.api_workflow import ApiEventSignal, ApiWorkflowInput, RetryOptions, api_workflow_id
+from models.consumer_workflow import ConsumerEventSignal, ConsumerWorkflowInput, consumer_workflow_id
 
 
 def retry_options(settings: Settings) -> RetryOptions:
@@ -27,7 +28,10 @@ class TemporalSubmitter:
         self._task_queue = settings.task_queue
         self._retry = retry_options(settings)
 
-    async def __call__(self, event: ApiEventSignal) -> None:
+    async def __call__(self, event: ApiEventSignal | ConsumerEventSignal) -> None:
+        if isinstance(event, ConsumerEventSignal):
+            await self._submit_consumer(event)
+            return
         await self._client.start_workflow(
             "ApiWorkflow",
             ApiWorkflowInput(organization=event.organization, api_uuid=event.api_uuid, retry=self._retry),
@@ -38,3 +42,26 @@ class TemporalSubmitter:
             # Shown in the Temporal UI's workflow list; set once, when the workflow starts.
             static_summary=f"{event.api_name} {event.api_version} ({event.organization})".strip(),
         )
+
+    async def _submit_consumer(self, event: ConsumerEventSignal) -> None:
+        ref = event.ref
+        await self._client.start_workflow(
+            "ConsumerWorkflow",
+            ConsumerWorkflowInput(ref=ref, retry=self._retry),
+            id=consumer_workflow_id(ref.organization, ref.kind, ref.key),
+            task_queue=self._task_queue,
+            start_signal="submit_event",
+            start_signal_args=[event],
+            static_summary=_consumer_summary(event),
+        )
+
+
+def _consumer_summary(event: ConsumerEventSignal) -> str:
+    f, ref = event.fields, event.ref
+    if ref.kind == "application":
+        name = f.get("applicationName") or ""
+        return f"application {name} ({ref.organization})".replace("  ", " ")
+    if ref.kind == "subscription":
+        api = " ".join(str(f.get(k) or "") for k in ("apiName", "apiVersion")).strip() or f.get("apiUUID", "")
+        return f"subscription to {api} by {f.get('applicationUUID', '?')} ({ref.organization})"
+    return f"subscription tier {ref.key} ({ref.organization})"

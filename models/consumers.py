@@ -53,8 +53,11 @@ class CpApplication(_Item):
     @field_validator("group_ids", mode="before")
     @classmethod
     def _one_group_is_a_list(cls, value: Any) -> Any:
+        # An event's groupId: the names joined with commas; a list's groupIds: [{groupId, applicationId}].
         if isinstance(value, str):
             return [part for part in (p.strip() for p in value.split(",")) if part]
+        if isinstance(value, list):
+            return [str(g.get("groupId", "")) if isinstance(g, dict) else str(g) for g in value]
         return value
 
     @field_validator("attributes", mode="before")

@@ -89,30 +89,45 @@ class ApiChangeEvent(EventBase):
     api_status: str = Field(alias="apiStatus", default="")
 
 
-class ApplicationEvent(EventBase):
-    uuid: str
-    application_id: int = Field(alias="applicationId")
-    application_name: str = Field(alias="applicationName")
+class ConsumerEvent(EventBase):
+    # The event's other fields are kept: the consumer workflows use them where the lists lag.
+    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+
+    def fields(self) -> dict[str, Any]:
+        """The decoded event as the control plane sent it (its own field names)."""
+        return self.model_dump(mode="json", by_alias=True)
 
 
-class ApplicationKeyEvent(EventBase):
+class ApplicationEvent(ConsumerEvent):
+    uuid: str = Field(min_length=1, max_length=MAX_ID)
     application_id: int = Field(alias="applicationId")
-    application_uuid: str = Field(alias="applicationUUID", default="")
-    consumer_key: str = Field(alias="consumerKey")
+    application_name: str = Field(alias="applicationName", default="")
+
+
+class ApplicationKeyEvent(ConsumerEvent):
+    application_id: int = Field(alias="applicationId")
+    # Control planes that send only the numeric id are served by the full sync (see the listener).
+    application_uuid: str = Field(
+        validation_alias=AliasChoices("applicationUUID", "applicationUuid"), default="", max_length=MAX_ID
+    )
+    consumer_key: str = Field(alias="consumerKey", min_length=1)
     key_type: str = Field(alias="keyType")
 
 
-class SubscriptionEvent(EventBase):
+class SubscriptionEvent(ConsumerEvent):
     subscription_id: int = Field(alias="subscriptionId")
+    subscription_uuid: str = Field(
+        validation_alias=AliasChoices("subscriptionUUID", "subscriptionUuid"), min_length=1, max_length=MAX_ID
+    )
     api_uuid: str = Field(validation_alias=AliasChoices("apiUUID", "apiUuid"), default="")
     application_uuid: str = Field(validation_alias=AliasChoices("applicationUUID", "applicationUuid"), default="")
     policy_id: str = Field(alias="policyId", default="")
     subscription_state: str = Field(alias="subscriptionState", default="")
 
 
-class PolicyEvent(EventBase):
+class PolicyEvent(ConsumerEvent):
     policy_id: int = Field(alias="policyId")
-    policy_name: str = Field(alias="policyName")
+    policy_name: str = Field(alias="policyName", min_length=1, max_length=MAX_ID)
     policy_type: str = Field(alias="policyType", default="")
 
 
@@ -172,6 +187,8 @@ def parse_message(body: str | bytes) -> EventBase | UnknownEvent:
     if not isinstance(decoded, dict):
         raise MalformedEvent(f"{payload.event_type}: the decoded event is not a JSON object")
     decoded.setdefault("type", payload.event_type)
+    if payload.event_type.startswith("POLICY_") and isinstance(decoded.get("policyId"), str):
+        decoded["policyId"] = int(decoded["policyId"]) if decoded["policyId"].isdigit() else decoded["policyId"]
     try:
         event = model.model_validate(decoded)
     except ValidationError as exc:

@@ -122,3 +122,18 @@ def keyed_child_name(base: str, kind: str, key: str) -> str:
 def operation_key(verb: str, target: str) -> str:
     """The text that identifies one operation of an API: ``GET /orders/{id}``."""
     return f"{verb.strip().upper()} {target.strip()}"
+
+
+# Consumer resources (applications, subscriptions, their mappings, subscription tiers).
+CONSUMER_LABEL = f"{LABEL_PREFIX}/consumer"  # application, subscription, application-mapping, tier
+CONSUMER_KEY_LABEL = f"{LABEL_PREFIX}/consumer-key"  # the entity: a UUID, or a tier's name
+CONSUMER_ORGANIZATION_LABEL = f"{LABEL_PREFIX}/organization"  # sha1 hex of the organization
+
+
+def consumer_selector(kind: str | None = None, key: str | None = None) -> str:
+    """Selects the agent's consumer resources: all, those of one kind, of one entity, or both."""
+    parts = [f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"]
+    parts.append(f"{CONSUMER_LABEL}={kind}" if kind else CONSUMER_LABEL)
+    if key is not None:
+        parts.append(f"{CONSUMER_KEY_LABEL}={label_value(key)}")
+    return ",".join(parts)

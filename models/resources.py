@@ -38,6 +38,34 @@ MANAGED_KINDS: tuple[ResourceKind, ...] = tuple(
 )
 _ORDER = {k.kind: i for i, k in enumerate(MANAGED_KINDS)}
 
+# The consumer resources, in apply order: tiers, applications, subscriptions, their mappings
+# (a mapping is reconciled once both ends exist). Tiers are RateLimitPolicies (above) or:
+CONSUMER_KINDS: tuple[ResourceKind, ...] = tuple(
+    ResourceKind(api_version=v, kind=k)
+    for v, k in (
+        ("dp.wso2.com/v1alpha3", "RateLimitPolicy"),
+        ("dp.wso2.com/v1alpha3", "AIRateLimitPolicy"),
+        ("cp.wso2.com/v1alpha2", "Application"),
+        ("cp.wso2.com/v1alpha3", "Subscription"),
+        ("cp.wso2.com/v1alpha2", "ApplicationMapping"),
+    )
+)
+_CONSUMER_ORDER = {k.kind: i for i, k in enumerate(CONSUMER_KINDS)}
+TIER_KINDS = frozenset({"RateLimitPolicy", "AIRateLimitPolicy"})
+
+
+def known_kind(kind: str) -> ResourceKind:
+    """The API version the agent writes ``kind`` in (API or consumer resources)."""
+    for spec in (*MANAGED_KINDS, *CONSUMER_KINDS):
+        if spec.kind == kind:
+            return spec
+    raise ValueError(f"the agent does not manage kind {kind!r}")
+
+
+def sort_consumers(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consumer resources in apply order (reverse it to delete)."""
+    return sorted(resources, key=lambda r: (_CONSUMER_ORDER[r["kind"]], r["metadata"]["name"]))
+
 
 def apply_rank(resource: dict[str, Any]) -> int:
     """Position of a resource's kind in apply order; unknown kinds are a programming error."""

@@ -63,9 +63,18 @@ def test_unknown_event_type_is_not_an_error() -> None:
 
 
 def test_subscription_event_accepts_aliases() -> None:
-    fields = {**COMMON, "subscriptionId": 3, "apiUUID": "a", "applicationUUID": "b", "policyId": "Gold"}
+    fields = {**COMMON, "subscriptionId": 3, "subscriptionUuid": "s", "apiUuid": "a", "applicationUUID": "b"}
     event = parse_message(encode_envelope("SUBSCRIPTIONS_CREATE", fields, 1))
-    assert isinstance(event, SubscriptionEvent) and event.api_uuid == "a"
+    assert isinstance(event, SubscriptionEvent) and (event.subscription_uuid, event.api_uuid) == ("s", "a")
+    # Fields the model does not name are kept for the consumer workflows.
+    extra = parse_message(encode_envelope("SUBSCRIPTIONS_CREATE", {**fields, "apiName": "Pizza"}, 1))
+    assert isinstance(extra, SubscriptionEvent) and extra.fields()["apiName"] == "Pizza"
+
+
+def test_a_subscription_event_without_its_uuid_is_malformed() -> None:
+    fields = {**COMMON, "subscriptionId": 3, "apiUUID": "a", "applicationUUID": "b"}
+    with pytest.raises(MalformedEvent, match="subscriptionUUID"):
+        parse_message(encode_envelope("SUBSCRIPTIONS_CREATE", fields, 1))
 
 
 @pytest.mark.parametrize(
