@@ -124,16 +124,39 @@ def operation_key(verb: str, target: str) -> str:
     return f"{verb.strip().upper()} {target.strip()}"
 
 
-# Consumer resources (applications, subscriptions, their mappings, subscription tiers).
-CONSUMER_LABEL = f"{LABEL_PREFIX}/consumer"  # application, subscription, application-mapping, tier
-CONSUMER_KEY_LABEL = f"{LABEL_PREFIX}/consumer-key"  # the entity: a UUID, or a tier's name
-CONSUMER_ORGANIZATION_LABEL = f"{LABEL_PREFIX}/organization"  # sha1 hex of the organization
+# Consumer resources (applications, subscriptions, their mappings, subscription tiers): what they are,
+# which entity they stand for, and for which organization. A subscription's Subscription and its
+# ApplicationMapping share the subscription UUID as key, so one selector finds both.
+CONSUMER_LABEL = f"{LABEL_PREFIX}/consumer"
+CONSUMER_KEY_LABEL = f"{LABEL_PREFIX}/consumer-key"  # label_value(UUID), or of a tier's name
+CONSUMER_ORGANIZATION_LABEL = f"{LABEL_PREFIX}/organization-hash"  # sha1 hex of the organization
+CONSUMER_NAME_ANNOTATION = f"{LABEL_PREFIX}/consumer-name"  # the readable application or tier name
+CONSUMER_APPLICATION = "application"
+CONSUMER_SUBSCRIPTION = "subscription"
+CONSUMER_APPLICATION_MAPPING = "application-mapping"
+CONSUMER_TIER = "tier"
+CONSUMER_KIND_VALUES = (CONSUMER_APPLICATION, CONSUMER_SUBSCRIPTION, CONSUMER_APPLICATION_MAPPING, CONSUMER_TIER)
 
 
-def consumer_selector(kind: str | None = None, key: str | None = None) -> str:
-    """Selects the agent's consumer resources: all, those of one kind, of one entity, or both."""
+def consumer_labels(kind: str, key: str, organization: str) -> dict[str, str]:
+    """Labels of one consumer resource: ``kind`` (``CONSUMER_KIND_VALUES``), its entity ``key``, its organization."""
+    if kind not in CONSUMER_KIND_VALUES:
+        raise ValueError(f"consumer kind is one of {', '.join(CONSUMER_KIND_VALUES)}, not {kind!r}")
+    return {
+        MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+        CONSUMER_LABEL: kind,
+        CONSUMER_KEY_LABEL: label_value(key),
+        CONSUMER_ORGANIZATION_LABEL: sha1_hex(organization),
+    }
+
+
+def consumer_selector(kind: str | None = None, key: str | None = None, *, organization: str | None = None) -> str:
+    """Selects the agent's consumer resources: all, those of one kind, of one entity key, of one
+    organization, or any combination (never an API's resources: they carry no consumer label)."""
     parts = [f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"]
     parts.append(f"{CONSUMER_LABEL}={kind}" if kind else CONSUMER_LABEL)
     if key is not None:
         parts.append(f"{CONSUMER_KEY_LABEL}={label_value(key)}")
+    if organization is not None:
+        parts.append(f"{CONSUMER_ORGANIZATION_LABEL}={sha1_hex(organization)}")
     return ",".join(parts)
