@@ -10,7 +10,8 @@ APIM-to-APK agent (``apim-apk-agent/pkg/transformer``):
   it, each operation's ``throttlingPolicy`` becomes a ``RateLimitPolicy`` targeting the API's
   resources, referenced from the operation's rule. An API-level policy replaces the operations'
   ones (APIM's "API level" mode; APK refuses both at once). ``Unlimited`` means no policy.
-- ``corsConfiguration`` (when enabled): an ``APIPolicy`` (dp.wso2.com/v1alpha4) ``cORSPolicy``
+- an API-level ``APIPolicy`` (dp.wso2.com/v1alpha4) with ``subscriptionValidation: true`` (only subscribed
+  applications pass), and ``corsConfiguration`` (when enabled) as its ``cORSPolicy``
   targeting the API.
 - Operation policies: ``addHeader``/``removeHeader`` become the rule's ``RequestHeaderModifier`` /
   ``ResponseHeaderModifier`` filters; ``callInterceptorService`` (or the apk-conf ``Interceptor``
@@ -109,7 +110,7 @@ class PolicyTranslator:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
 
     def api_level(self) -> None:
-        """The API-level rate limit and CORS policy, if the API has them."""
+        """The API-level rate limit (if any) and APIPolicy: subscription validation, and CORS if enabled."""
         data = self._data
         if data.max_tps is not None and (data.max_tps.production is not None or data.max_tps.sandbox is not None):
             pairs = (("production", data.max_tps.production), ("sandbox", data.max_tps.sandbox))
@@ -132,6 +133,8 @@ class PolicyTranslator:
                     },
                 }
             )
+        # Only subscribed applications pass: without this, any valid token does (APK's default).
+        default: dict[str, Any] = {"subscriptionValidation": True}
         cors = data.cors_configuration
         if cors is not None and cors.cors_configuration_enabled:
             policy: dict[str, Any] = {
@@ -145,17 +148,18 @@ class PolicyTranslator:
             ):
                 if values:
                     policy[key] = list(values)
-            self._add(
-                {
-                    "apiVersion": API_POLICY_VERSION,
-                    "kind": "APIPolicy",
-                    "metadata": self._metadata(child_name(self._base, "api-policy")),
-                    "spec": {
-                        "default": {"cORSPolicy": policy},
-                        "targetRef": {"group": DP_GROUP, "kind": "API", "name": self._base},
-                    },
-                }
-            )
+            default["cORSPolicy"] = policy
+        self._add(
+            {
+                "apiVersion": API_POLICY_VERSION,
+                "kind": "APIPolicy",
+                "metadata": self._metadata(child_name(self._base, "api-policy")),
+                "spec": {
+                    "default": default,
+                    "targetRef": {"group": DP_GROUP, "kind": "API", "name": self._base},
+                },
+            }
+        )
 
     def for_operation(self, operation: Operation) -> OperationFilters:
         """The filters ``operation``'s rule needs (and the objects they reference, into ``objects``)."""

@@ -211,6 +211,7 @@ class TestCors:
         assert policy["apiVersion"] == "dp.wso2.com/v1alpha4"
         assert policy["spec"] == {
             "default": {
+                "subscriptionValidation": True,
                 "cORSPolicy": {
                     "enabled": True,
                     "accessControlAllowCredentials": True,
@@ -222,9 +223,22 @@ class TestCors:
             "targetRef": {"group": "dp.wso2.com", "kind": "API", "name": of_kind(resources, "API")[0]["metadata"]["name"]},
         }
 
-    def test_disabled_cors_adds_nothing(self) -> None:
+    def test_disabled_cors_adds_nothing_but_subscription_validation(self) -> None:
         cors = {"corsConfigurationEnabled": False, "accessControlAllowOrigins": ["*"]}
-        assert of_kind(translate(api_data(corsConfiguration=cors)), "APIPolicy") == []
+        (policy,) = of_kind(translate(api_data(corsConfiguration=cors)), "APIPolicy")
+        assert policy["spec"]["default"] == {"subscriptionValidation": True}
+
+
+class TestSubscriptionValidation:
+    @pytest.mark.parametrize("data", [api_data(), graphql_data()], ids=["rest", "graphql"])
+    def test_every_api_lets_only_subscribed_applications_pass(self, data: dict[str, Any]) -> None:
+        resources = translate(data)
+        (api,) = of_kind(resources, "API")
+        [policy] = [p for p in of_kind(resources, "APIPolicy") if p["spec"]["targetRef"]["kind"] == "API"]
+        assert policy["spec"]["default"]["subscriptionValidation"] is True
+        assert policy["spec"]["targetRef"]["name"] == api["metadata"]["name"]
+        # The key mappings' envId (Default) is the API's environment: the API sets none.
+        assert api["spec"].get("environment", "Default") == "Default"
 
 
 class TestOperationPolicies:
@@ -262,7 +276,7 @@ class TestOperationPolicies:
         resources = translate(api_data(operations=[operation(operationPolicies={"request": [policy], "response": [policy]})]))
         services = by_name(of_kind(resources, "InterceptorService"))
         backends = by_name(of_kind(resources, "Backend"))
-        (api_policy,) = of_kind(resources, "APIPolicy")
+        (api_policy,) = [p for p in of_kind(resources, "APIPolicy") if p["spec"]["targetRef"]["kind"] == "Resource"]
         default = api_policy["spec"]["default"]
         request = services[default["requestInterceptors"][0]["name"]]
         response = services[default["responseInterceptors"][0]["name"]]
