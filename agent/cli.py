@@ -137,6 +137,10 @@ def _kind(value: str) -> str:
     return value
 
 
+def _shown(kind: str) -> str:
+    return "API" if kind == "api" else kind
+
+
 def _workflow_id(kind: str, organization: str, key: str) -> str:
     if kind == "api":
         return api_workflow_id(organization, key)
@@ -180,7 +184,7 @@ def status(
             _print_status(await _status(client, organization, api_uuid, kind))
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
-                typer.echo(f"no workflow for {kind} {api_uuid} in organization {organization}", err=True)
+                typer.echo(f"no workflow for {_shown(kind)} {api_uuid} in organization {organization}", err=True)
                 raise typer.Exit(2) from exc
             raise
 
@@ -209,10 +213,10 @@ def retry(
             raise typer.Exit(2) from exc
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
-                typer.echo(f"no workflow for {kind} {api_uuid} in organization {organization}", err=True)
+                typer.echo(f"no workflow for {_shown(kind)} {api_uuid} in organization {organization}", err=True)
                 raise typer.Exit(2) from exc
             raise
-        typer.echo(f"retrying event {accepted.event_id} of {kind} {api_uuid}", err=True)
+        typer.echo(f"retrying event {accepted.event_id} of {_shown(kind)} {api_uuid}", err=True)
         if not wait:
             return
         loop = asyncio.get_running_loop()
