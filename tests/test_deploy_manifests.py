@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from agent.settings import Settings
-from models.resources import MANAGED_KINDS
+from models.resources import CONSUMER_KINDS, MANAGED_KINDS
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 ENV_PREFIX = "GATEWAY_AGENT_"
@@ -93,7 +93,7 @@ def test_role_covers_every_kind_the_agent_manages(objects):
         for group in rule["apiGroups"]
         for resource in rule["resources"]
     }
-    managed = {(kind.api_version.rpartition("/")[0], _plural(kind.kind)) for kind in MANAGED_KINDS}
+    managed = {(kind.api_version.rpartition("/")[0], _plural(kind.kind)) for kind in (*MANAGED_KINDS, *CONSUMER_KINDS)}
     for resource in managed:
         assert granted.get(resource) == ALLOWED_VERBS, f"{resource} lacks rights the agent uses"
     assert {key for key in granted if "/" not in key[1]} == managed, "rights on kinds the agent does not manage"
