@@ -410,7 +410,9 @@ class SyncHandoff:
 
     @activity.defn
     async def converge_apis(self, result: SyncResult) -> int:
-        sync_id = activity.info().workflow_id
+        info = activity.info()
+        # The run, not just the id: the startup sync's id repeats, and the API's workflow drops an id it saw.
+        sync_id = f"{info.workflow_id}:{info.workflow_run_id}"
         stamp = int(time.time() * 1000)
         for change in result.apis:
             uuid = change.resource.split("/", 1)[1]

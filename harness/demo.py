@@ -20,7 +20,7 @@ from harness.activemq import ActiveMQ
 from harness.api_projects import load_project_dir
 from harness.control_plane import ControlPlaneSimulator
 from harness.kube_emulator import KubeEmulator
-from models.naming import api_selector
+from models.naming import api_selector, sha1_hex
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(__file__).resolve().parent / "samples" / "pizzashack"
@@ -116,12 +116,39 @@ def main(argv: list[str] | None = None) -> int:
 
         report = _wait_for_report(cp, project.uuid, timeout=60, agent=agent)
         print(f"control plane received: {json.dumps(report)}")
+
+        # A Dev Portal user subscribes an application with a production key on a Gold tier.
+        cp.add_subscription_policy("Gold", request_count=5000, time_unit="min", unit_time=1)
+        app = cp.create_application("PizzaLover", owner="alice")
+        key = cp.add_key(app["uuid"], key_type="PRODUCTION")
+        sub = cp.subscribe(app["uuid"], project.uuid, policy="Gold")
+        mapping = sha1_hex(f"{app['uuid']}:{sub['subscriptionUUID']}")
+        _wait_for_objects(
+            kube,
+            [
+                ("Application", app["uuid"]),
+                ("Subscription", sub["subscriptionUUID"]),
+                ("ApplicationMapping", mapping),
+                ("RateLimitPolicy", sha1_hex("Gold-carbon.super")),
+            ],
+            timeout=60,
+            agent=agent,
+        )
+        print(
+            f"subscribed application {app['name']} ({app['uuid']}, production key {key['consumerKey']}) "
+            f"to {project.name} {project.version} on tier Gold: Application, Subscription, ApplicationMapping "
+            "and RateLimitPolicy are in the cluster",
+            flush=True,
+        )
         selector = api_selector("carbon.super", project.uuid)
         print(
             "\nWhere to look:\n"
             f"  Temporal UI:      http://127.0.0.1:{args.ui_port}/namespaces/default/workflows "
             f"(workflow id api:carbon.super:{project.uuid})\n"
             f"  workflow status:  .venv/bin/gateway-agent status {project.uuid}\n"
+            f"  the subscription: .venv/bin/gateway-agent status {sub['subscriptionUUID']} --kind subscription\n"
+            f"  applications:     curl -s '{kube.url}/apis/cp.wso2.com/v1alpha2/namespaces/default/applications'\n"
+            "  a full sync:      .venv/bin/gateway-agent sync --dry-run\n"
             f"  gateway resources: curl -s '{kube.url}/apis/dp.wso2.com/v1alpha3/namespaces/default/apis"
             f"?labelSelector={selector}'\n"
             f"  reports to CP:    curl -s {cp.url}_sim/reports\n"
@@ -164,6 +191,18 @@ def _wait_for_log_line(path: Path, text: str, timeout: float, agent: subprocess.
             raise SystemExit(f"the agent exited with {agent.returncode}; see {path}")
         time.sleep(0.1)
     raise SystemExit(f"the agent did not subscribe within {timeout:g}s; see {path}")
+
+
+def _wait_for_objects(
+    kube: KubeEmulator, wanted: list[tuple[str, str]], timeout: float, agent: subprocess.Popen
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and agent.poll() is None:
+        if all(kube.get_object(kind, "default", name) is not None for kind, name in wanted):
+            return
+        time.sleep(0.1)
+    missing = [f"{k}/{n}" for k, n in wanted if kube.get_object(k, "default", n) is None]
+    raise SystemExit(f"not in the cluster within {timeout:g}s: {', '.join(missing)}; see .run/agent.log")
 
 
 def _wait_for_report(cp: ControlPlaneSimulator, api_uuid: str, timeout: float, agent: subprocess.Popen) -> dict:

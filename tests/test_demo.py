@@ -22,5 +22,6 @@ def test_the_demo_deploys_the_sample_api_and_shuts_down_cleanly(tmp_path: Path) 
     log = (tmp_path / "agent.log").read_text() if (tmp_path / "agent.log").exists() else ""
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{log}"
     assert '"deploymentStatus": "SUCCESS"' in done.stdout
+    assert "subscribed application PizzaLover" in done.stdout and "are in the cluster" in done.stdout
     assert "shut down on SIGTERM with exit code 0" in done.stdout
     assert f"http://127.0.0.1:{ports['ui']}" in done.stdout
