@@ -132,6 +132,9 @@ class SyncActivities:
             plan = self._plan_consumers(states[org], apis)
             result.problems.extend(plan.problems)
             mine = {rid: obj for rid, obj in live_consumers.items() if _organization_of(obj) == sha1_hex(org)}
+            held = self._keep_keys(org, states[org], plan, mine, request)
+            if held:
+                result.held_back.append(held)
             for rid, wanted in plan.desired.items():
                 if rid not in mine:
                     writes.append(("create", org, wanted))
@@ -180,6 +183,28 @@ class SyncActivities:
                 raise _cluster_error("deleting", rid, exc) from exc
         log.info("%s", result.headline())
         return result
+
+    def _keep_keys(
+        self, org: str, state: ConsumerState, plan: _Plan, mine: dict[str, Resource], request: SyncInput
+    ) -> str:
+        """An empty key-mapping list would strip every application of its keys (a deletion in an
+        update's clothes): unless allowed, applications keep the keys they have."""
+        if state.key_mappings or request.allow_mass_delete:
+            return ""
+        keyed = [
+            rid
+            for rid, obj in mine.items()
+            if obj["kind"] == "Application" and (obj.get("spec") or {}).get("securitySchemes") and rid in plan.desired
+        ]
+        for rid in keyed:
+            plan.desired[rid]["spec"]["securitySchemes"] = mine[rid]["spec"]["securitySchemes"]
+        if not keyed:
+            return ""
+        return (
+            f"{org}: the control plane listed no key mappings but {len(keyed)} application(s) in the cluster have "
+            "keys; an empty answer is never a reason to delete, so they keep them: run "
+            "`gateway-agent sync --allow-mass-delete` if the keys really are gone"
+        )
 
     def _hold_back(self, org: str, kind: str, deleting: int, existing: int, listed: bool, request: SyncInput) -> str:
         """Why deletions of ``kind`` wait for an operator, or empty when they may go ahead."""
