@@ -15,12 +15,6 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
-from translation.consumers import (
-    ConsumerOptions,
-    application_resource,
-    subscription_resources,
-    tier_resource,
-)
 
 from activities.cluster import FIELD_MANAGER, KubeCluster, _cluster_error
 from activities.control_plane import (
@@ -53,6 +47,12 @@ from models.naming import (
     label_value,
 )
 from models.resources import CONSUMER_KINDS, TIER_KINDS, ResourceKind, resource_id, sort_consumers
+from translation.consumers import (
+    ConsumerOptions,
+    application_resource,
+    subscription_resources,
+    tier_resource,
+)
 from translation.errors import TranslationError
 
 log = logging.getLogger(__name__)

@@ -57,7 +57,8 @@ class CpApplication(_Item):
         if isinstance(value, str):
             return [part for part in (p.strip() for p in value.split(",")) if part]
         if isinstance(value, list):
-            return [str(g.get("groupId", "")) if isinstance(g, dict) else str(g) for g in value]
+            names = (g.get("groupId") if isinstance(g, dict) else g for g in value)
+            return [text for text in (str(n).strip() for n in names if n is not None) if text]
         return value
 
     @field_validator("attributes", mode="before")

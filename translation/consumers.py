@@ -131,8 +131,9 @@ class ConsumerTranslation(BaseModel):
 
 
 def tier_resource_name(tier: str, organization: str) -> str:
-    """The name of a subscription tier's resource, and of a Subscription's ``ratelimitRef``."""
-    return sha1_hex(f"{tier}-{organization}")
+    """The name of a subscription tier's resource, and of a Subscription's ``ratelimitRef``
+    (surrounding whitespace is not part of a tier's name, on either side)."""
+    return sha1_hex(f"{tier.strip()}-{organization}")
 
 
 def mapping_name(application_uuid: str, subscription_uuid: str) -> str:
@@ -272,12 +273,12 @@ def tier_resource(policy: CpSubscriptionPolicy, organization: str, options: Cons
     if name.lower() == UNLIMITED.lower():
         return None
     metadata = _metadata(
-        tier_resource_name(policy.name, organization),
+        tier_resource_name(name, organization),
         options.tier_namespace,
         CONSUMER_TIER,
-        policy.name,
+        name,
         organization,
-        {CONSUMER_NAME_ANNOTATION: policy.name},
+        {CONSUMER_NAME_ANNOTATION: name},
     )
     quota = _quota_type(policy)
     if quota in ("bandwidth", "bandwidthvolume"):

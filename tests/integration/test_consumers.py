@@ -179,7 +179,8 @@ async def test_a_tier_is_converted_exactly_or_refused_with_its_reason(
     control_plane.update_subscription_policy("Gold", request_count=100, time_unit="min", unit_time=5)
     status = await settled(agent.client, "tier", "Gold", processed=3)
     assert status.phase == "failed", status
-    assert "allows 100 requests per 5 min" in (status.last_error or "") and "cannot be expressed exactly" in (status.last_error or "")
+    error = status.last_error or ""
+    assert "allows 100 requests per 5 min" in error and "cannot be expressed exactly" in error
     kept = obj(kube, ns, "RateLimitPolicy", name)
     assert kept["spec"]["override"]["subscription"]["requestCount"] == {"requestsPerUnit": 100, "unit": "Hour"}
 
