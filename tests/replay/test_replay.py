@@ -17,17 +17,42 @@ from temporalio.worker import Replayer
 
 from workflows.api_deployment import ApiDeployment
 from workflows.api_workflow import ApiWorkflow
+from workflows.consumer_deployment import ConsumerDeployment
+from workflows.consumer_workflow import ConsumerWorkflow
+from workflows.full_sync import FullSync
 
 HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))
-SCENARIOS = ("success", "failure-rollback-retry", "remove", "continue-as-new-pending")
+# The first letter of a code version names its family of scenarios (see record_histories.py).
+SCENARIOS = {
+    "v": ("success", "failure-rollback-retry", "remove", "continue-as-new-pending"),
+    "c": (
+        "application-keys",
+        "subscription-block-unblock",
+        "tier-refused-then-fixed-with-retry",
+        "apply-refused-restored-retry",
+        "continue-as-new",
+        "full-sync",
+    ),
+}
+WORKFLOWS = [ApiWorkflow, ApiDeployment, ConsumerWorkflow, ConsumerDeployment, FullSync]
 
 
 def test_the_committed_histories_cover_every_scenario_of_each_code_version() -> None:
     versions = {path.name.split("-", 1)[0] for path in HISTORIES}
-    assert {"v1", "v2"} <= versions
+    assert {"v1", "v2", "c1"} <= versions
     for version in versions:
-        for scenario in SCENARIOS:
+        for scenario in SCENARIOS[version[0]]:
             assert any(p.name.startswith(f"{version}-{scenario}-") for p in HISTORIES), (version, scenario)
+
+
+def workflow_type(path: Path) -> str:
+    first = json.loads(path.read_text())["history"]["events"][0]
+    return first["workflowExecutionStartedEventAttributes"]["workflowType"]["name"]
+
+
+def test_the_consumer_histories_hold_every_consumer_workflow_type() -> None:
+    types = {workflow_type(p) for p in HISTORIES if p.name.startswith("c")}
+    assert {"ConsumerWorkflow", "ConsumerDeployment", "FullSync", "ApiWorkflow"} <= types, types
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
@@ -36,6 +61,6 @@ async def test_history_replays_on_the_current_code(path: Path) -> None:
     types = [event["eventType"] for event in recorded["history"]["events"]]
     assert "EVENT_TYPE_WORKFLOW_TASK_COMPLETED" in types, "a history that never ran replays nothing"
     history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
-    replayer = Replayer(workflows=[ApiWorkflow, ApiDeployment], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure!r}"
