@@ -46,16 +46,26 @@ def build_worker(client: Client, settings: Settings, cluster: KubeCluster | None
     quiet_urllib3()
     sealer = Sealer(settings.sealing_key.get_secret_value())
     cluster = cluster or KubeCluster(
-        load_kube_api_client(), settings.namespace, request_timeout=settings.kube_request_timeout_seconds
+        load_kube_api_client(),
+        settings.namespace,
+        request_timeout=settings.kube_request_timeout_seconds,
+        gateway_id=settings.effective_gateway_id,
     )
     kube = ClusterActivities(cluster, settings, sealer)
     cp_client = ControlPlaneClient(settings)
     cp = ControlPlaneActivities(cp_client, settings, sealer)
     apps_namespace = settings.effective_application_namespace
+    if cluster.gateway_id != settings.effective_gateway_id:
+        raise ValueError(
+            f"the cluster is scoped to gateway id {cluster.gateway_id!r}, "
+            f"the settings name {settings.effective_gateway_id!r}"
+        )
     apps_cluster = (
         cluster
         if apps_namespace == cluster.namespace
-        else KubeCluster(cluster.api_client, apps_namespace, request_timeout=cluster.request_timeout)
+        else KubeCluster(
+            cluster.api_client, apps_namespace, request_timeout=cluster.request_timeout, gateway_id=cluster.gateway_id
+        )
     )
     clusters = ConsumerClusters(applications=apps_cluster, tiers=cluster, apis=cluster)
     consumers = ConsumerActivities(cp_client, clusters, settings)
@@ -91,7 +101,10 @@ def build_worker(client: Client, settings: Settings, cluster: KubeCluster | None
 async def run_worker(client: Client, settings: Settings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set, then let running activities finish (graceful shutdown)."""
     cluster = KubeCluster(
-        load_kube_api_client(), settings.namespace, request_timeout=settings.kube_request_timeout_seconds
+        load_kube_api_client(),
+        settings.namespace,
+        request_timeout=settings.kube_request_timeout_seconds,
+        gateway_id=settings.effective_gateway_id,
     )
     problem = await asyncio.to_thread(cluster.check)
     if problem:

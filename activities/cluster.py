@@ -41,12 +41,11 @@ from models.api_workflow import (
     RestoreRequest,
     RestoreResult,
 )
-from models.naming import api_selector
+from models.naming import DEFAULT_GATEWAY_ID, api_selector, field_manager, owner_selector
 from models.resources import MANAGED_KINDS, ResourceKind, known_kind, resource_id, sort_for_apply
 
 log = logging.getLogger(__name__)
 
-FIELD_MANAGER = "gateway-agent"
 # Metadata the agent owns; everything else under metadata is the server's.
 _KEPT_METADATA = ("name", "namespace", "labels", "annotations")
 _SERVER_ONLY_FIELDS = ("status",)
@@ -126,9 +125,19 @@ class KubeCluster:
     is unreachable; the activities then fail with a retryable error until it answers.
     """
 
-    def __init__(self, api_client: k8s_client.ApiClient, namespace: str, request_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        api_client: k8s_client.ApiClient,
+        namespace: str,
+        request_timeout: float = 30.0,
+        gateway_id: str = DEFAULT_GATEWAY_ID,
+    ) -> None:
         self.namespace = namespace
         self.request_timeout = request_timeout
+        # Whose resources these are: every listing is scoped to them, every apply is made as them.
+        self.gateway_id = gateway_id
+        self.field_manager = field_manager(gateway_id)
+        self.owner_selector = owner_selector(gateway_id)
         self._api_client = api_client
         self._dynamic_client: DynamicClient | None = None
         self._lock = threading.Lock()
@@ -188,9 +197,12 @@ class KubeCluster:
             raise
 
     def list_selected(self, selector: str, kinds: Sequence[ResourceKind] = MANAGED_KINDS) -> list[dict[str, Any]]:
+        """The objects of ``kinds`` matching ``selector`` that this agent owns: the selector is
+        always ANDed with ``owner_selector``, so no listing ever returns another agent's objects."""
+        scoped = f"{self.owner_selector},{selector}" if selector else self.owner_selector
         found: list[dict[str, Any]] = []
         for spec in kinds:
-            listing = self.kind(spec.kind).get(namespace=self.namespace, label_selector=selector, serializer=_plain)
+            listing = self.kind(spec.kind).get(namespace=self.namespace, label_selector=scoped, serializer=_plain)
             for item in listing.get("items", []):
                 item.setdefault("kind", spec.kind)
                 item.setdefault("apiVersion", spec.api_version)
@@ -202,7 +214,7 @@ class KubeCluster:
             body=resource,
             name=resource["metadata"]["name"],
             namespace=self.namespace,
-            field_manager=FIELD_MANAGER,
+            field_manager=self.field_manager,
             force_conflicts=True,
             serializer=_plain,
         )
@@ -275,7 +287,7 @@ class ClusterActivities:
         self._sealer = sealer
 
     def _live(self, organization: str, api_uuid: str) -> dict[str, dict[str, Any]]:
-        selector = api_selector(organization, api_uuid)
+        selector = api_selector(organization, api_uuid, self._cluster.gateway_id)
         try:
             return {resource_id(obj): obj for obj in self._cluster.list_selected(selector)}
         except Exception as exc:
@@ -286,7 +298,7 @@ class ClusterActivities:
         """What the agent owns of every resource of the API as it is now, sealed, to restore if a
         later step fails; with each object's UID and generation."""
         live = self._live(request.api.organization, request.api.api_uuid)
-        resources = sort_for_apply([owned_fields(obj, FIELD_MANAGER) for obj in live.values()])
+        resources = sort_for_apply([owned_fields(obj, self._cluster.field_manager) for obj in live.values()])
         return ResourceSet(
             api=request.api,
             resources=self._sealer.seal(resources),
@@ -465,7 +477,7 @@ class ClusterActivities:
         differs = [
             resource
             for rid, resource in wanted.items()
-            if rid not in live or owned_fields(live[rid], FIELD_MANAGER) != resource
+            if rid not in live or owned_fields(live[rid], self._cluster.field_manager) != resource
         ]
         result = RestoreResult(rewritten=[resource_id(r) for r in differs])
         if differs:

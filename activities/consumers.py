@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.cluster import FIELD_MANAGER, KubeCluster, _cluster_error
+from activities.cluster import KubeCluster, _cluster_error
 from activities.control_plane import (
     APPLICATIONS,
     KEY_MAPPINGS,
@@ -41,8 +41,6 @@ from models.naming import (
     API_NAME_ANNOTATION,
     API_UUID_LABEL,
     API_VERSION_ANNOTATION,
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
     consumer_selector,
     label_value,
 )
@@ -87,9 +85,12 @@ class ConsumerClusters:
     """The namespaces consumer resources live in: tiers in the agent's, the rest in the applications'."""
 
     def __init__(self, applications: KubeCluster, tiers: KubeCluster, apis: KubeCluster) -> None:
+        if len({applications.gateway_id, tiers.gateway_id, apis.gateway_id}) != 1:
+            raise ValueError("the consumer clusters must belong to one agent (one gateway id)")
         self.applications = applications
         self.tiers = tiers
         self.apis = apis
+        self.field_manager = applications.field_manager
 
     def for_kind(self, kind: str) -> KubeCluster:
         return self.tiers if kind in TIER_KINDS else self.applications
@@ -101,8 +102,9 @@ class ConsumerClusters:
         """Every object the agent owns for ``entity`` kinds (of one entity when ``key`` is given)."""
         found = []
         for spec in self.kinds_of(entity):
-            selector = consumer_selector(None, key)
-            found.extend(self.for_kind(spec.kind).list_selected(selector, kinds=[spec]))
+            cluster = self.for_kind(spec.kind)
+            selector = consumer_selector(None, key, gateway_id=cluster.gateway_id)
+            found.extend(cluster.list_selected(selector, kinds=[spec]))
         return found
 
     def api_name_and_version(self, api_uuid: str) -> tuple[str, str] | None:
@@ -110,7 +112,7 @@ class ConsumerClusters:
         if not api_uuid:
             return None
         for obj in self.apis.list_selected(
-            f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{API_UUID_LABEL}={label_value(api_uuid)}", kinds=_API_KIND
+            f"{API_UUID_LABEL}={label_value(api_uuid)}", kinds=_API_KIND
         ):
             annotations = obj["metadata"].get("annotations") or {}
             name, version = annotations.get(API_NAME_ANNOTATION), annotations.get(API_VERSION_ANNOTATION)
@@ -127,7 +129,9 @@ class ConsumerActivities:
         self._clusters = clusters
         self._settings = settings
         self.options = ConsumerOptions(
-            application_namespace=settings.effective_application_namespace, tier_namespace=settings.namespace
+            application_namespace=settings.effective_application_namespace,
+            tier_namespace=settings.namespace,
+            gateway_id=settings.effective_gateway_id,
         )
 
     # ------------------------------------------------------------------ the desired state
@@ -226,7 +230,7 @@ class ConsumerActivities:
         live = self._live(ref)
         return ConsumerResources(
             ref=ref,
-            resources=sort_consumers([owned_fields(o, FIELD_MANAGER) for o in live.values()]),
+            resources=sort_consumers([owned_fields(o, self._clusters.field_manager) for o in live.values()]),
             uids={rid: o["metadata"].get("uid", "") for rid, o in live.items()},
         )
 
@@ -242,7 +246,7 @@ class ConsumerActivities:
                 live = cluster.apply(resource)
             except Exception as exc:
                 raise _cluster_error("applying", rid, exc) from exc
-            kept = owned_fields(live, FIELD_MANAGER)
+            kept = owned_fields(live, cluster.field_manager)
             if kept.get("spec") != resource.get("spec"):
                 raise ApplicationError(
                     f"{rid}: the API server did not keep the applied spec (a webhook or another field manager "
@@ -304,7 +308,7 @@ class ConsumerActivities:
         differs = [
             r
             for r in snapshot.resources
-            if resource_id(r) not in live or owned_fields(live[resource_id(r)], FIELD_MANAGER) != r
+            if resource_id(r) not in live or owned_fields(live[resource_id(r)], self._clusters.field_manager) != r
         ]
         for resource in sort_consumers(differs):
             try:

@@ -162,6 +162,7 @@ class ControlPlaneActivities:
             gateway_listener=settings.gateway_listener,
             gateway_http_listener=settings.gateway_http_listener,
             gateway_labels=settings.gateway_labels,
+            gateway_id=settings.effective_gateway_id,
             key_managers=settings.gateway_key_managers,
             # Secret names are keyed like every worker's that shares the sealing key.
             secret_name_key=secret_name_key(sealer.key),

@@ -28,7 +28,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.cluster import FIELD_MANAGER, _cluster_error
+from activities.cluster import _cluster_error
 from activities.consumers import ConsumerClusters, parse_items
 from activities.control_plane import (
     APPLICATIONS,
@@ -48,8 +48,6 @@ from models.naming import (
     API_UUID_LABEL,
     APK_ORGANIZATION_LABEL,
     CONSUMER_ORGANIZATION_LABEL,
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
     api_key,
     sha1_hex,
 )
@@ -138,7 +136,7 @@ class SyncActivities:
             for rid, wanted in plan.desired.items():
                 if rid not in mine:
                     writes.append(("create", org, wanted))
-                elif owned_fields(mine[rid], FIELD_MANAGER) != wanted:
+                elif owned_fields(mine[rid], self._clusters.field_manager) != wanted:
                     writes.append(("update", org, wanted))
                 else:
                     result.unchanged += 1
@@ -284,7 +282,7 @@ class SyncActivities:
 
     def _list_apis(self) -> dict[str, dict[str, Resource]]:
         """The agent's API resources, by the API's key label."""
-        selector = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{API_KEY_LABEL}"
+        selector = API_KEY_LABEL  # every object of any API (the cluster scopes it to this agent's)
         try:
             objects = self._clusters.apis.list_selected(selector, kinds=MANAGED_KINDS)
         except Exception as exc:
@@ -324,7 +322,7 @@ class SyncActivities:
                     for rid in set(wanted) | set(objects)
                     if rid not in objects
                     or rid not in wanted
-                    or owned_fields(objects[rid], FIELD_MANAGER) != wanted[rid]
+                    or owned_fields(objects[rid], self._clusters.field_manager) != wanted[rid]
                 )
                 if differs:
                     reason = "drifted: " + ", ".join(differs[:10]) + (" ..." if len(differs) > 10 else "")

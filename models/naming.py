@@ -17,6 +17,12 @@ import re
 LABEL_PREFIX = "gateway-agent.wso2.com"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "gateway-agent"
+# Which agent owns a resource: its gateway id (GATEWAY_AGENT_GATEWAY_ID, else its first gateway
+# label). Every listing and every apply is scoped by it, so two agents in one namespace never
+# list, prune or take over each other's resources.
+GATEWAY_ID_LABEL = "gateway-agent.wso2.com/gateway-id"
+DEFAULT_GATEWAY_ID = "Default"
+MAX_FIELD_MANAGER = 128  # the API server's limit
 API_KEY_LABEL = f"{LABEL_PREFIX}/api"  # selects every resource of one API
 API_UUID_LABEL = f"{LABEL_PREFIX}/api-uuid"
 REVISION_LABEL = f"{LABEL_PREFIX}/revision"
@@ -91,10 +97,27 @@ def label_value(value: str) -> str:
     return sha1_hex(value)
 
 
-def api_labels(organization: str, api_uuid: str, name: str, version: str, revision: str) -> dict[str, str]:
-    """Labels that tie a resource to its API, organization and revision."""
+def owner_labels(gateway_id: str) -> dict[str, str]:
+    """The labels of every resource the agent of ``gateway_id`` owns."""
+    return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, GATEWAY_ID_LABEL: label_value(gateway_id)}
+
+
+def owner_selector(gateway_id: str) -> str:
+    """Selects every resource the agent of ``gateway_id`` owns (and nothing of another agent)."""
+    return ",".join(f"{k}={v}" for k, v in owner_labels(gateway_id).items())
+
+
+def field_manager(gateway_id: str) -> str:
+    """The server-side-apply field manager of the agent of ``gateway_id``: ``gateway-agent/<id>``."""
+    return f"{MANAGED_BY_VALUE}/{label_value(gateway_id)}"[:MAX_FIELD_MANAGER]
+
+
+def api_labels(
+    organization: str, api_uuid: str, name: str, version: str, revision: str, gateway_id: str = DEFAULT_GATEWAY_ID
+) -> dict[str, str]:
+    """Labels that tie a resource to its agent, API, organization and revision."""
     return {
-        MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+        **owner_labels(gateway_id),
         API_KEY_LABEL: api_key(organization, api_uuid),
         API_UUID_LABEL: label_value(api_uuid),
         REVISION_LABEL: label_value(revision or "0"),
@@ -104,8 +127,8 @@ def api_labels(organization: str, api_uuid: str, name: str, version: str, revisi
     }
 
 
-def api_selector(organization: str, api_uuid: str) -> str:
-    return f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{API_KEY_LABEL}={api_key(organization, api_uuid)}"
+def api_selector(organization: str, api_uuid: str, gateway_id: str = DEFAULT_GATEWAY_ID) -> str:
+    return f"{owner_selector(gateway_id)},{API_KEY_LABEL}={api_key(organization, api_uuid)}"
 
 
 def keyed_child_name(base: str, kind: str, key: str) -> str:
@@ -138,22 +161,29 @@ CONSUMER_TIER = "tier"
 CONSUMER_KIND_VALUES = (CONSUMER_APPLICATION, CONSUMER_SUBSCRIPTION, CONSUMER_APPLICATION_MAPPING, CONSUMER_TIER)
 
 
-def consumer_labels(kind: str, key: str, organization: str) -> dict[str, str]:
-    """Labels of one consumer resource: ``kind`` (``CONSUMER_KIND_VALUES``), its entity ``key``, its organization."""
+def consumer_labels(kind: str, key: str, organization: str, gateway_id: str = DEFAULT_GATEWAY_ID) -> dict[str, str]:
+    """Labels of one consumer resource: its agent, ``kind`` (``CONSUMER_KIND_VALUES``), its entity
+    ``key``, its organization."""
     if kind not in CONSUMER_KIND_VALUES:
         raise ValueError(f"consumer kind is one of {', '.join(CONSUMER_KIND_VALUES)}, not {kind!r}")
     return {
-        MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+        **owner_labels(gateway_id),
         CONSUMER_LABEL: kind,
         CONSUMER_KEY_LABEL: label_value(key),
         CONSUMER_ORGANIZATION_LABEL: sha1_hex(organization),
     }
 
 
-def consumer_selector(kind: str | None = None, key: str | None = None, *, organization: str | None = None) -> str:
+def consumer_selector(
+    kind: str | None = None,
+    key: str | None = None,
+    *,
+    organization: str | None = None,
+    gateway_id: str = DEFAULT_GATEWAY_ID,
+) -> str:
     """Selects the agent's consumer resources: all, those of one kind, of one entity key, of one
     organization, or any combination (never an API's resources: they carry no consumer label)."""
-    parts = [f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"]
+    parts = [owner_selector(gateway_id)]
     parts.append(f"{CONSUMER_LABEL}={kind}" if kind else CONSUMER_LABEL)
     if key is not None:
         parts.append(f"{CONSUMER_KEY_LABEL}={label_value(key)}")

@@ -50,6 +50,7 @@ from models.naming import (
     CONSUMER_NAME_ANNOTATION,
     CONSUMER_SUBSCRIPTION,
     CONSUMER_TIER,
+    DEFAULT_GATEWAY_ID,
     ORGANIZATION_ANNOTATION,
     consumer_labels,
     sha1_hex,
@@ -106,6 +107,7 @@ class ConsumerOptions(BaseModel):
     tier_namespace: str  # RateLimitPolicies and AIRateLimitPolicies of subscription tiers
     # The ``envId`` of every key mapping: the API's ``spec.environment``, ``Default`` when it has none.
     environment: str = DEFAULT_ENVIRONMENT
+    gateway_id: str = DEFAULT_GATEWAY_ID  # the agent whose resources these are (``owner_labels``)
 
     @field_validator("application_namespace", "tier_namespace")
     @classmethod
@@ -170,7 +172,7 @@ def application_resource(
         "apiVersion": APPLICATION_VERSION,
         "kind": "Application",
         "metadata": _metadata(
-            name, options.application_namespace, CONSUMER_APPLICATION, app.uuid, organization, annotations
+            name, options.application_namespace, CONSUMER_APPLICATION, app.uuid, organization, annotations, options
         ),
         "spec": spec,
     }
@@ -192,7 +194,13 @@ def subscription_resources(
             "apiVersion": SUBSCRIPTION_VERSION,
             "kind": "Subscription",
             "metadata": _metadata(
-                name, options.application_namespace, CONSUMER_SUBSCRIPTION, sub.uuid, organization, api_annotations
+                name,
+                options.application_namespace,
+                CONSUMER_SUBSCRIPTION,
+                sub.uuid,
+                organization,
+                api_annotations,
+                options,
             ),
             "spec": {
                 "organization": organization,
@@ -216,6 +224,7 @@ def subscription_resources(
                     sub.uuid,
                     organization,
                     api_annotations,
+                    options,
                 ),
                 "spec": {"applicationRef": sub.application_uuid, "subscriptionRef": sub.uuid},
             }
@@ -279,6 +288,7 @@ def tier_resource(policy: CpSubscriptionPolicy, organization: str, options: Cons
         name,
         organization,
         {CONSUMER_NAME_ANNOTATION: name},
+        options,
     )
     quota = _quota_type(policy)
     if quota in ("bandwidth", "bandwidthvolume"):
@@ -473,12 +483,18 @@ def _quota_type(policy: CpSubscriptionPolicy) -> str:
 
 
 def _metadata(
-    name: str, namespace: str, kind: str, key: str, organization: str, annotations: dict[str, str]
+    name: str,
+    namespace: str,
+    kind: str,
+    key: str,
+    organization: str,
+    annotations: dict[str, str],
+    options: ConsumerOptions,
 ) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": namespace,
-        "labels": consumer_labels(kind, key, organization),
+        "labels": consumer_labels(kind, key, organization, options.gateway_id),
         "annotations": {ORGANIZATION_ANNOTATION: organization, **annotations},
     }
 

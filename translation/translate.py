@@ -53,6 +53,7 @@ from models.naming import (
     API_NAME_ANNOTATION,
     API_VERSION_ANNOTATION,
     CONFIG_HASH_ANNOTATION,
+    DEFAULT_GATEWAY_ID,
     ORGANIZATION_ANNOTATION,
     api_base_name,
     api_labels,
@@ -150,6 +151,9 @@ class TranslationOptions(BaseModel):
     # The Gateway's plain-HTTP listener, for APIs whose transports include http; empty: none.
     gateway_http_listener: str = ""
     gateway_labels: list[str] = Field(default_factory=list)  # the agent's environments
+    # The agent whose resources these are (``owner_labels``); empty: the first gateway label, as
+    # the agent's own (``Settings.effective_gateway_id``).
+    gateway_id: str = ""
     # Key managers whose tokens the gateway accepts (its token issuers). An API limited to some key
     # managers deploys only if it allows all of these: the gateway cannot narrow them per API.
     key_managers: list[str] = Field(default_factory=lambda: ["Resident Key Manager"])
@@ -190,9 +194,12 @@ class TranslationOptions(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _default_gateway_namespace(cls, values: Any) -> Any:
+    def _default_gateway_namespace_and_id(cls, values: Any) -> Any:
         if isinstance(values, dict) and not values.get("gateway_namespace"):
-            return {**values, "gateway_namespace": values.get("namespace")}
+            values = {**values, "gateway_namespace": values.get("namespace")}
+        if isinstance(values, dict) and not values.get("gateway_id"):
+            labels = values.get("gateway_labels") or [DEFAULT_GATEWAY_ID]
+            values = {**values, "gateway_id": labels[0]}
         return values
 
 
@@ -240,7 +247,7 @@ def translate(api: DeployedApi, options: TranslationOptions) -> Translation:
         )
     organization = api.organization
     base = api_base_name(organization, data.id, data.name, data.version)
-    labels = api_labels(organization, data.id, data.name, data.version, api.revision_id)
+    labels = api_labels(organization, data.id, data.name, data.version, api.revision_id, options.gateway_id)
     annotations = {
         API_NAME_ANNOTATION: data.name,
         API_VERSION_ANNOTATION: data.version,

@@ -152,7 +152,8 @@ async def running_agent(
     settings: Settings, client: Client, kube_api_client: k8s_client.ApiClient
 ) -> AsyncIterator[RunningAgent]:
     """The agent as `gateway-agent run` runs it: worker and listener, against the test's services."""
-    worker = build_worker(client, settings, KubeCluster(kube_api_client, settings.namespace))
+    cluster = KubeCluster(kube_api_client, settings.namespace, gateway_id=settings.effective_gateway_id)
+    worker = build_worker(client, settings, cluster)
     async with worker, running_listener(settings, TemporalSubmitter(client, settings)) as listener:
         yield RunningAgent(settings=settings, client=client, listener=listener)
 

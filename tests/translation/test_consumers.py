@@ -24,6 +24,7 @@ from models.naming import (
     CONSUMER_KEY_LABEL,
     CONSUMER_LABEL,
     CONSUMER_ORGANIZATION_LABEL,
+    GATEWAY_ID_LABEL,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     consumer_selector,
@@ -319,6 +320,7 @@ class TestQuotaConversion:
                 "namespace": "apk-tiers",
                 "labels": {
                     MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+                    GATEWAY_ID_LABEL: "Default",
                     CONSUMER_LABEL: "tier",
                     CONSUMER_KEY_LABEL: "Gold",
                     CONSUMER_ORGANIZATION_LABEL: sha1(ORG),
@@ -478,6 +480,7 @@ class TestApplications:
         assert resource["metadata"]["name"] == APP
         assert resource["metadata"]["labels"] == {
             MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+            GATEWAY_ID_LABEL: "Default",
             CONSUMER_LABEL: "application",
             CONSUMER_KEY_LABEL: APP,
             CONSUMER_ORGANIZATION_LABEL: sha1(ORG),
