@@ -1,60 +1,86 @@
-"""The manifests in deploy/ parse, grant least privilege, and configure only settings that exist.
+"""deploy/ renders with kustomize into objects Kubernetes accepts, configures only settings that
+exist, and runs the agent locked down.
 
-kubectl cannot validate offline here, so these checks catch what a cluster would
-only reveal at rollout: a misspelt setting is silently ignored by pydantic-settings.
+No cluster is available, so these checks catch what a cluster would only reveal at rollout: an
+object its schema refuses, a misspelt setting (pydantic-settings silently ignores it), a probe on
+a port nobody listens on. The Role's exact rules are derived from the code in test_rbac.py.
 """
 
 from __future__ import annotations
 
+import copy
+import re
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
+from opentelemetry.sdk import environment_variables as otel_variables
 
 from agent.settings import Settings
-from models.resources import CONSUMER_KINDS, MANAGED_KINDS
+from tests.kustomize import DEPLOY, Doc, of_kind, one, render
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 ENV_PREFIX = "GATEWAY_AGENT_"
-ALLOWED_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
-CLUSTER_SCOPED_KINDS = {"ClusterRole", "ClusterRoleBinding"}
+# Kubernetes versions the manifests must be valid for: the oldest supported here and the newest
+# kubernetes-validate knows.
+K8S_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
+RECOMMENDED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/version",
+                      "app.kubernetes.io/managed-by")  # fmt: skip
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+SECRET_FIELDS = {"broker_username", "broker_password", "cp_username", "cp_password", "sealing_key"}
+# What each component reads from the Secret: the worker talks to the control plane and seals
+# Secret data, the listener only to the broker.
+SECRETS_OF = {
+    "gateway-agent-worker": {"cp_username", "cp_password", "sealing_key"},
+    "gateway-agent-listener": {"broker_username", "broker_password"},
+}
+HEALTH_PATHS = {"livenessProbe": "/livez", "startupProbe": "/livez", "readinessProbe": "/readyz"}
+OTEL_VARIABLES = {v for k, v in vars(otel_variables).items() if k.startswith("OTEL_") and isinstance(v, str)}
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[Doc]:
+    return render(DEPLOY)
 
 
 def _manifest_files() -> list[Path]:
     return sorted(p for p in DEPLOY.glob("*.yaml") if p.name != "kustomization.yaml")
 
 
-def _load(path: Path) -> list[dict[str, Any]]:
+def _load(path: Path) -> list[Doc]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
 
 
-@pytest.fixture(scope="module")
-def objects() -> list[dict[str, Any]]:
-    return [doc for path in _manifest_files() for doc in _load(path)]
-
-
-def _of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [o for o in objects if o["kind"] == kind]
-
-
-def _one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = _of_kind(objects, kind)
-    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
-    return found[0]
-
-
-def _deployment(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    return next(d for d in _of_kind(objects, "Deployment") if d["metadata"]["name"] == name)
+def _secret_example() -> Doc:
+    return _load(DEPLOY / "secret.example.yaml")[0]
 
 
 def _field(variable: str) -> str:
     return variable.removeprefix(ENV_PREFIX).lower()
 
 
-def _plural(kind: str) -> str:
-    lower = kind.lower()
-    return lower[:-1] + "ies" if lower.endswith("y") else lower + "s"
+def _pod(deployment: Doc) -> dict[str, Any]:
+    return deployment["spec"]["template"]["spec"]
+
+
+def _container(deployment: Doc) -> dict[str, Any]:
+    (container,) = _pod(deployment)["containers"]
+    return container
+
+
+def _env(deployment: Doc) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in _container(deployment).get("env", [])}
+
+
+def _dockerfile_user() -> tuple[int, int]:
+    users = re.findall(r"^USER\s+(\d+):(\d+)\s*$", (DEPLOY / "Dockerfile").read_text(), re.MULTILINE)
+    assert users, "the Dockerfile sets no numeric USER uid:gid"
+    uid, gid = users[-1]
+    return int(uid), int(gid)
+
+
+# ---------------------------------------------------------------------- files and rendering
 
 
 @pytest.mark.parametrize("path", sorted(DEPLOY.glob("*.yaml")), ids=lambda p: p.name)
@@ -75,84 +101,231 @@ def test_kustomization_lists_every_manifest_but_the_secret_example():
     assert "secret.example.yaml" not in listed
 
 
-def test_no_cluster_wide_rights(objects):
-    assert not [o["kind"] for o in objects if o["kind"] in CLUSTER_SCOPED_KINDS]
-    role = _one(objects, "Role")
-    for rule in role["rules"]:
-        assert "nonResourceURLs" not in rule and "resourceNames" not in rule
-        assert "*" not in rule["apiGroups"] and "*" not in rule["resources"] and "*" not in rule["verbs"]
-        assert set(rule["verbs"]) <= ALLOWED_VERBS
-        if any(r.endswith("/status") for r in rule["resources"]):
-            assert rule["verbs"] == ["get"], "status belongs to the gateway operator: read it, never write it"
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_rendered_object_is_valid_for_kubernetes(docs, version):
+    problems = []
+    for doc in [*docs, _secret_example()]:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            problems.append(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
+        except kubernetes_validate.SchemaNotFoundError:
+            problems.append(f"{doc['kind']} {doc['apiVersion']} is not a Kubernetes {version} kind")
+    assert not problems, "\n".join(problems)
 
 
-def test_role_covers_every_kind_the_agent_manages(objects):
-    granted = {
-        (group, resource): set(rule["verbs"])
-        for rule in _one(objects, "Role")["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-    }
-    managed = {(kind.api_version.rpartition("/")[0], _plural(kind.kind)) for kind in (*MANAGED_KINDS, *CONSUMER_KINDS)}
-    for resource in managed:
-        assert granted.get(resource) == ALLOWED_VERBS, f"{resource} lacks rights the agent uses"
-    assert {key for key in granted if "/" not in key[1]} == managed, "rights on kinds the agent does not manage"
+def test_the_validation_is_strict(docs):
+    """A misspelt field must fail (otherwise the test above proves nothing)."""
+    worker = copy.deepcopy(one(docs, "Deployment", "gateway-agent-worker"))
+    _container(worker)["readinesProbe"] = {"httpGet": {"path": "/readyz", "port": "health"}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(worker, K8S_VERSIONS[0], strict=True)
 
 
-def test_role_lives_where_api_resources_go_and_binds_the_agent(objects):
-    role, binding = _one(objects, "Role"), _one(objects, "RoleBinding")
-    account = _one(objects, "ServiceAccount")
-    target = _one(objects, "ConfigMap")["data"][f"{ENV_PREFIX}NAMESPACE"]
+def test_objects_carry_the_recommended_labels_and_their_namespace(docs):
+    namespaces = {d["metadata"]["name"] for d in of_kind(docs, "Namespace")}
+    for doc in docs:
+        what = f"{doc['kind']}/{doc['metadata']['name']}"
+        labels = doc["metadata"].get("labels") or {}
+        assert all(labels.get(k) for k in RECOMMENDED_LABELS), f"{what} lacks {RECOMMENDED_LABELS}: {labels}"
+        assert labels["app.kubernetes.io/name"] == "gateway-agent"
+        if doc["kind"] not in CLUSTER_SCOPED:
+            # Set in the manifest, so `kubectl apply -k` never drops it into the current context's namespace.
+            assert doc["metadata"].get("namespace") in namespaces, f"{what} is not in a namespace deploy/ creates"
+    for deployment in of_kind(docs, "Deployment"):
+        template = deployment["spec"]["template"]["metadata"]["labels"]
+        assert all(template.get(k) for k in (*RECOMMENDED_LABELS, "app.kubernetes.io/component"))
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= template.items()
+        # The selector is immutable: the version must not be in it, or an upgrade could not be applied.
+        assert "app.kubernetes.io/version" not in deployment["spec"]["selector"]["matchLabels"]
+
+
+# ---------------------------------------------------------------------- RBAC (its exact rules: test_rbac.py)
+
+
+def test_no_cluster_wide_rights_and_no_wildcards(docs):
+    assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
+    for role in of_kind(docs, "Role"):
+        for rule in role["rules"]:
+            assert "nonResourceURLs" not in rule
+            assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"]
+            assert not [r for r in rule["resources"] if "/" in r], "status belongs to the gateway operator"
+
+
+def test_role_lives_where_the_agent_writes_and_binds_only_its_account(docs):
+    role, binding, account = one(docs, "Role"), one(docs, "RoleBinding"), one(docs, "ServiceAccount")
+    data = one(docs, "ConfigMap")["data"]
+    target = data[f"{ENV_PREFIX}NAMESPACE"]
+    assert data[f"{ENV_PREFIX}APPLICATION_NAMESPACE"] in ("", target), "the Role covers only one namespace"
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == target
-    assert binding["roleRef"]["kind"] == "Role" and binding["roleRef"]["name"] == role["metadata"]["name"]
+    # Not the gateway's namespace, with its Secrets: the agent writes only where it alone writes.
+    assert target != data[f"{ENV_PREFIX}GATEWAY_NAMESPACE"]
+    assert target != account["metadata"]["namespace"], "the agent's pods and what it writes are kept apart"
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}  # fmt: skip
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": account["metadata"]["namespace"]}
     ]
 
 
-def test_every_configured_variable_is_a_real_setting(objects):
-    names = set(_one(objects, "ConfigMap")["data"])
-    names |= set(_load(DEPLOY / "secret.example.yaml")[0]["stringData"])
-    for deployment in _of_kind(objects, "Deployment"):
-        for container in deployment["spec"]["template"]["spec"]["containers"]:
-            names |= {env["name"] for env in container.get("env", [])}
-    unknown = sorted(n for n in names if not n.startswith(ENV_PREFIX) or _field(n) not in Settings.model_fields)
+def test_only_the_worker_gets_an_api_token(docs):
+    assert one(docs, "ServiceAccount").get("automountServiceAccountToken") is False
+    worker = one(docs, "Deployment", "gateway-agent-worker")
+    listener = one(docs, "Deployment", "gateway-agent-listener")
+    assert _pod(worker)["automountServiceAccountToken"] is True
+    assert _pod(listener)["automountServiceAccountToken"] is False
+    for deployment in (worker, listener):
+        assert _pod(deployment)["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
+
+
+# ---------------------------------------------------------------------- settings
+
+
+def test_every_configured_variable_is_a_real_setting(docs):
+    names = set(one(docs, "ConfigMap")["data"]) | set(_secret_example()["stringData"])
+    for deployment in of_kind(docs, "Deployment"):
+        names |= set(_env(deployment))
+    ours = {n for n in names if n.startswith(ENV_PREFIX)}
+    unknown = sorted(n for n in ours if _field(n) not in Settings.model_fields)
     assert not unknown, f"not fields of agent.settings.Settings: {unknown}"
-    secret_fields = {"broker_password", "cp_password", "sealing_key"}
-    assert not secret_fields & {_field(n) for n in _one(objects, "ConfigMap")["data"]}, "secrets belong in the Secret"
+    foreign = sorted(n for n in names - ours if n not in OTEL_VARIABLES)
+    assert not foreign, f"neither GATEWAY_AGENT_* settings nor OpenTelemetry SDK variables: {foreign}"
 
 
-def test_deployments_read_the_configmap_and_secret_that_exist(objects):
-    configmap = _one(objects, "ConfigMap")["metadata"]["name"]
-    secret = _load(DEPLOY / "secret.example.yaml")[0]["metadata"]["name"]
-    for deployment in _of_kind(objects, "Deployment"):
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        assert container["envFrom"] == [{"configMapRef": {"name": configmap}}, {"secretRef": {"name": secret}}]
+def test_the_configmap_is_a_valid_configuration(docs, monkeypatch):
+    """What the pods would read: it loads (a bad value fails here, not in a crash loop)."""
+    for deployment in of_kind(docs, "Deployment"):
+        env = dict(one(docs, "ConfigMap")["data"])
+        env.update({n: e["value"] for n, e in _env(deployment).items() if "value" in e})
+        env.update({n: "placeholder" for n, e in _env(deployment).items() if "valueFrom" in e})
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        settings = Settings()
+        assert settings.effective_application_namespace == settings.namespace
 
 
-def test_listener_is_single_and_never_overlaps_a_rollout(objects):
-    listener = _deployment(objects, "gateway-agent-listener")
+def test_credentials_come_from_the_secret_and_each_pod_gets_only_its_own(docs):
+    configmap = one(docs, "ConfigMap")
+    assert not SECRET_FIELDS & {_field(n) for n in configmap["data"]}, "secrets belong in the Secret"
+    secret = _secret_example()
+    assert {_field(n) for n in secret["stringData"]} == SECRET_FIELDS
+    for deployment in of_kind(docs, "Deployment"):
+        container = _container(deployment)
+        # The Secret is never imported whole: each pod names the keys it needs.
+        assert container["envFrom"] == [{"configMapRef": {"name": configmap["metadata"]["name"]}}]
+        from_secret = {}
+        for name, env in _env(deployment).items():
+            ref = env.get("valueFrom", {}).get("secretKeyRef")
+            if ref is not None:
+                assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
+                assert not ref.get("optional"), f"{name}: a missing credential must keep the pod from starting"
+                from_secret[_field(name)] = ref["key"]
+        assert set(from_secret) == SECRETS_OF[deployment["metadata"]["name"]]
+        assert all(_field(key) == field for field, key in from_secret.items())
+
+
+# ---------------------------------------------------------------------- the pods
+
+
+def test_listener_is_single_and_never_overlaps_a_rollout(docs):
+    listener = one(docs, "Deployment", "gateway-agent-listener")
     assert listener["spec"]["replicas"] == 1
     assert listener["spec"]["strategy"] == {"type": "Recreate"}
-    assert listener["spec"]["template"]["spec"]["containers"][0]["args"] == ["listen"]
-    worker = _deployment(objects, "gateway-agent-worker")
-    assert worker["spec"]["replicas"] == 2
-    assert worker["spec"]["template"]["spec"]["containers"][0]["args"] == ["worker"]
+    assert _container(listener)["args"] == ["listen"]
+    worker = one(docs, "Deployment", "gateway-agent-worker")
+    assert worker["spec"]["replicas"] >= 2
+    assert worker["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert _container(worker)["args"] == ["worker"]
 
 
-def test_pods_run_locked_down_and_expose_metrics(objects):
-    for deployment in _of_kind(objects, "Deployment"):
-        pod = deployment["spec"]["template"]["spec"]
+def test_pods_run_locked_down_as_the_image_user(docs):
+    uid, gid = _dockerfile_user()
+    for deployment in of_kind(docs, "Deployment"):
+        pod = _pod(deployment)
         assert pod["securityContext"]["runAsNonRoot"] is True
+        assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (uid, gid) != (0, 0)
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        assert pod["terminationGracePeriodSeconds"] == 60
-        (container,) = pod["containers"]
+        assert pod["terminationGracePeriodSeconds"] >= 45, "the worker's graceful shutdown takes up to 30 s"
+        container = _container(deployment)
         assert container["securityContext"] == {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         }
-        assert container["resources"]["requests"] and container["resources"]["limits"]
-        env = {e["name"]: e["value"] for e in container["env"]}
-        metrics_port = int(env[f"{ENV_PREFIX}METRICS_PORT"])
-        assert container["ports"] == [{"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"}]
+        resources = container["resources"]
+        assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}
+        # The only writable place is a small emptyDir.
+        (mount,) = container["volumeMounts"]
+        (volume,) = pod["volumes"]
+        assert mount == {"name": volume["name"], "mountPath": "/tmp"} and volume["emptyDir"]["sizeLimit"]
+
+
+def test_probes_and_ports_match_the_settings(docs):
+    for deployment in of_kind(docs, "Deployment"):
+        container, env = _container(deployment), _env(deployment)
+        ports = {int(env[f"{ENV_PREFIX}METRICS_PORT"]["value"]): "metrics",
+                 int(env[f"{ENV_PREFIX}HEALTH_PORT"]["value"]): "health"}  # fmt: skip
+        assert ports == {9464: "metrics", 8080: "health"}
+        assert container["ports"] == [
+            {"name": name, "containerPort": port, "protocol": "TCP"} for port, name in ports.items()
+        ]
+        for probe, path in HEALTH_PATHS.items():
+            assert container[probe]["httpGet"] == {"path": path, "port": "health"}, f"{probe} of {deployment}"
+
+
+def test_workers_spread_and_are_drained_one_at_a_time(docs):
+    worker = one(docs, "Deployment", "gateway-agent-worker")
+    labels = worker["spec"]["template"]["metadata"]["labels"]
+    spread = _pod(worker)["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in spread} == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    for constraint in spread:
+        assert constraint["labelSelector"]["matchLabels"].items() <= labels.items()
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway", "a small cluster must still schedule both"
+    (budget,) = of_kind(docs, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1 < worker["spec"]["replicas"]
+    assert budget["spec"]["selector"]["matchLabels"] == worker["spec"]["selector"]["matchLabels"]
+
+
+def test_the_metrics_service_reaches_every_pod(docs):
+    (service,) = of_kind(docs, "Service")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9464, "targetPort": "metrics", "protocol": "TCP"}]
+    for deployment in of_kind(docs, "Deployment"):
+        assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
+# ---------------------------------------------------------------------- network
+
+
+def _allowed(docs: list[Doc], deployment: Doc, direction: str) -> set[tuple[str, int | str]]:
+    """(protocol, port) the pods of ``deployment`` may use, over every policy that selects them."""
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    found: set[tuple[str, int | str]] = set()
+    for policy in of_kind(docs, "NetworkPolicy"):
+        spec = policy["spec"]
+        if not spec["podSelector"]["matchLabels"].items() <= labels.items():
+            continue
+        if direction.capitalize() not in spec["policyTypes"]:
+            assert direction not in spec, f"{policy['metadata']['name']}: {direction} rules of a type it does not set"
+            continue
+        for rule in spec.get(direction, []):
+            assert rule.get("ports"), f"{policy['metadata']['name']}: a {direction} rule without ports allows all"
+            found |= {(p["protocol"], p["port"]) for p in rule["ports"]}
+    return found
+
+
+def test_network_policies_allow_only_what_each_component_talks_to(docs):
+    common = {("UDP", 53), ("TCP", 53), ("TCP", 7233), ("TCP", 4317), ("TCP", 4318)}
+    expected = {
+        "gateway-agent-listener": common | {("TCP", 61613), ("TCP", 61614)},
+        "gateway-agent-worker": common | {("TCP", 9443), ("TCP", 443), ("TCP", 6443)},
+    }
+    for deployment in of_kind(docs, "Deployment"):
+        name = deployment["metadata"]["name"]
+        assert _allowed(docs, deployment, "egress") == expected[name], name
+        assert _allowed(docs, deployment, "ingress") == {("TCP", "metrics"), ("TCP", "health")}, name
+        # Every pod is selected by a policy with both types: nothing else gets in or out.
+        types = {t for p in of_kind(docs, "NetworkPolicy")
+                 if p["spec"]["podSelector"]["matchLabels"].items()
+                 <= deployment["spec"]["template"]["metadata"]["labels"].items()
+                 for t in p["spec"]["policyTypes"]}  # fmt: skip
+        assert types == {"Ingress", "Egress"}

@@ -67,6 +67,21 @@ class Fault:
         return self.name is None or self.name == name
 
 
+@dataclass(frozen=True)
+class Access:
+    """What a real API server would authorize for one request (RBAC's attributes)."""
+
+    verb: str  # get, list, watch, create, update, patch, delete, deletecollection
+    group: str
+    resource: str  # plural, with "/<subresource>" when one was addressed
+    namespace: str | None
+    name: str | None
+
+
+# RBAC's verb of a request on one object or a subresource (a collection: list, watch, deletecollection).
+_RBAC_VERBS = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete", "POST": "create"}
+
+
 @dataclass
 class Route:
     rt: ResourceType
@@ -304,6 +319,7 @@ class KubeEmulator:
         self._faults: dict[str, Fault] = {}
         self._fault_ids = itertools.count(1)
         self._log: deque[tuple[str, str]] = deque(maxlen=10_000)
+        self._access_log: deque[Access] = deque(maxlen=100_000)
         self._operator = GatewayOperator(self)
         self.store.listeners.append(self._operator.on_change)
         self._watch_queues: set[asyncio.Queue[tuple[str, Obj] | None]] = set()
@@ -440,6 +456,34 @@ class KubeEmulator:
         """(method, path with query) of the last 10,000 requests, oldest first."""
         return list(self._log)
 
+    @property
+    def access_log(self) -> list[Access]:
+        """What RBAC would have checked for each resource request (the last 100,000), oldest first.
+
+        Discovery and other non-resource paths are not in it. A server-side apply of an object
+        that does not exist yet needs ``create`` besides ``patch``, as on a real API server, so
+        it is logged as both.
+        """
+        with self.store.lock:
+            return list(self._access_log)
+
+    def clear_access_log(self) -> None:
+        with self.store.lock:
+            self._access_log.clear()
+
+    def _record_access(self, method: str, verb: str, route: Route, name: str | None) -> None:
+        rt = route.rt
+        resource = f"{rt.plural}/{route.subresource}" if route.subresource else rt.plural
+        if verb in ("list", "watch", "deletecollection"):
+            verbs = [verb]
+        else:
+            verbs = [_RBAC_VERBS[method]]
+        with self.store.lock:
+            if verb == "apply" and name is not None and self.store.get(rt, route.namespace, name) is None:
+                verbs.append("create")
+            for rbac_verb in verbs:
+                self._access_log.append(Access(rbac_verb, rt.group, resource, route.namespace, name))
+
     def _take_fault(self, verb: str, rt: ResourceType, name: str | None) -> Fault | None:
         with self.store.lock:
             for fault in self._faults.values():
@@ -549,6 +593,7 @@ class KubeEmulator:
         name = route.name
         if name is None and isinstance(body, dict) and isinstance(body.get("metadata"), dict):
             name = body["metadata"].get("name")
+        self._record_access(method, verb, route, name)
         if (fault := self._take_fault(verb, route.rt, name)) is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)
