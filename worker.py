@@ -27,6 +27,7 @@ from activities.consumers import ConsumerActivities, ConsumerClusters
 from activities.control_plane import ControlPlaneActivities, ControlPlaneClient
 from activities.sealing import Sealer
 from activities.sync import SyncActivities, SyncHandoff
+from agent.search_attributes import ensure_search_attributes
 from agent.settings import Settings
 from intake.submit import TemporalSubmitter, retry_options
 from models.consumer_workflow import SyncInput
@@ -111,12 +112,19 @@ async def run_worker(client: Client, settings: Settings, stop: asyncio.Event) ->
         log.warning("the Kubernetes API server does not answer yet (%s); deployments retry until it does", problem)
     else:
         log.info("Kubernetes API server %s answers", cluster.server)
+    await register_search_attributes(client)
     worker = build_worker(client, settings, cluster)
     async with worker:
         log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
         await schedule_full_sync(client, settings)
         await stop.wait()
         log.info("worker shutting down")
+
+
+async def register_search_attributes(client: Client) -> frozenset[str]:
+    """At worker start: register the search attributes the workflows set, where missing. Where the
+    worker may not, an ERROR names the commands to run; the workflows then set what is there."""
+    return await ensure_search_attributes(client, client.namespace)
 
 
 def sync_input(settings: Settings, trigger: str, **overrides: object) -> SyncInput:
@@ -155,6 +163,7 @@ async def schedule_full_sync(client: Client, settings: Settings) -> None:
                 sync_input(settings, "schedule"),
                 id=SYNC_WORKFLOW_ID,
                 task_queue=settings.task_queue,
+                static_summary=f"full sync every {settings.sync_interval_seconds:g}s (schedule)",
             ),
             spec=ScheduleSpec(
                 intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.sync_interval_seconds))]

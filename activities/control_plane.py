@@ -222,6 +222,7 @@ class ControlPlaneActivities:
             api_version=data.version,
             resources=self._sealer.seal(translation.resources),
             warnings=translation.warnings,
+            gateway_labels=sorted({e.name for e in deployed.environments if e.name in self._settings.gateway_labels}),
         )
 
     @activity.defn

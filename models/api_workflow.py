@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from models.events import REMOVING_STATUSES, ApiChangeEvent, ApiGatewayEvent
+from models.visibility import ApiState
 
 Resource = dict[str, Any]
 
@@ -116,6 +117,15 @@ class ApiWorkflowState(BaseModel):
     undelivered_report: DeploymentReport | None = None
     # The deployed revision's translation warnings (settings the gateway does not enforce).
     warnings: list[str] = Field(default_factory=list)
+    # What visibility shows (models.visibility): the state, since when (ISO-8601 UTC), whether any
+    # deployment converged yet, the API's name and the agent's labels the control plane deploys it on.
+    deployment_state: ApiState = "idle"
+    state_since: str = ""
+    converged: bool = False
+    api_name: str = ""
+    gateway_labels: list[str] = Field(default_factory=list)
+    # The search attributes registered in the namespace (the starter's list): only those are set.
+    search_attributes: list[str] = Field(default_factory=list)
 
 
 class ApiWorkflowInput(BaseModel):
@@ -125,6 +135,8 @@ class ApiWorkflowInput(BaseModel):
     # Events handled before continue-as-new keeps the history short.
     events_per_run: int = 100
     state: ApiWorkflowState | None = None
+    # The search attributes registered in the namespace (models.visibility); none: only the memo is set.
+    search_attributes: list[str] = Field(default_factory=list)
 
 
 class ApiWorkflowStatus(BaseModel):
@@ -147,6 +159,10 @@ class ApiWorkflowStatus(BaseModel):
     last_deployment: str | None = None
     undelivered_report: DeploymentReport | None = None
     warnings: list[str] = Field(default_factory=list)
+    deployment_state: ApiState = "idle"
+    state_since: str = ""
+    api_name: str = ""
+    gateway_labels: list[str] = Field(default_factory=list)
 
 
 class RetryRequest(BaseModel):
@@ -179,6 +195,8 @@ class DesiredState(BaseModel):
     skip_reason: str = ""
     # What the gateway will not do of what the project asks (translation.Translation.warnings).
     warnings: list[str] = Field(default_factory=list)
+    # The agent's gateway labels the revision is deployed on.
+    gateway_labels: list[str] = Field(default_factory=list)
 
     @property
     def api_resource_name(self) -> str | None:
@@ -271,6 +289,8 @@ class ApiDeploymentInput(BaseModel):
     event: ApiEventSignal
     attempt: int = 1
     retry: RetryOptions = Field(default_factory=RetryOptions)
+    # The search attributes registered in the namespace, which the deployment may upsert.
+    search_attributes: list[str] = Field(default_factory=list)
 
 
 class ApiDeploymentResult(BaseModel):
@@ -288,6 +308,9 @@ class ApiDeploymentResult(BaseModel):
     undelivered_report: DeploymentReport | None = None
     # The translation's warnings: settings of the project the gateway does not enforce.
     warnings: list[str] = Field(default_factory=list)
+    # What the control plane said, once it answered: the API's name, the agent's labels it is on.
+    api_name: str = ""
+    gateway_labels: list[str] = Field(default_factory=list)
 
 
 class DeploymentOutcome(BaseModel):

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from models.api_workflow import SEEN_EVENTS_KEPT, Resource, RetryOptions
+from models.visibility import ApiState
 
 ConsumerKind = Literal["application", "subscription", "tier"]
 
@@ -79,6 +80,11 @@ class ConsumerWorkflowState(BaseModel):
     last_deployment: str | None = None
     # ``Kind/name`` of what the entity has in the cluster after the last successful event.
     applied: list[str] = Field(default_factory=list)
+    # What visibility shows (models.visibility): the state, since when, whether any event converged.
+    deployment_state: ApiState = "idle"
+    state_since: str = ""
+    converged: bool = False
+    search_attributes: list[str] = Field(default_factory=list)
 
 
 class ConsumerWorkflowInput(BaseModel):
@@ -86,6 +92,8 @@ class ConsumerWorkflowInput(BaseModel):
     retry: RetryOptions = Field(default_factory=RetryOptions)
     events_per_run: int = 100
     state: ConsumerWorkflowState | None = None
+    # The search attributes registered in the namespace (models.visibility); none: only the memo is set.
+    search_attributes: list[str] = Field(default_factory=list)
 
 
 class ConsumerWorkflowStatus(BaseModel):
@@ -103,6 +111,8 @@ class ConsumerWorkflowStatus(BaseModel):
     current_deployment: str | None = None
     last_deployment: str | None = None
     applied: list[str] = Field(default_factory=list)
+    deployment_state: ApiState = "idle"
+    state_since: str = ""
 
 
 # Activities and the per-event child
@@ -151,6 +161,8 @@ class ConsumerDeploymentInput(BaseModel):
     event: ConsumerEventSignal
     attempt: int = 1
     retry: RetryOptions = Field(default_factory=RetryOptions)
+    # The search attributes registered in the namespace, which the deployment may upsert.
+    search_attributes: list[str] = Field(default_factory=list)
 
 
 class ConsumerDeploymentResult(BaseModel):

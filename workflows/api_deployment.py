@@ -25,6 +25,7 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     from activities.cluster import ClusterActivities
     from activities.control_plane import ControlPlaneActivities
+    from agent import metrics
     from models.api_workflow import (
         ApiDeploymentInput,
         ApiDeploymentResult,
@@ -38,7 +39,10 @@ with workflow.unsafe.imports_passed_through():
         RestoreRequest,
     )
     from models.resources import resource_id
+    from models.visibility import API_NAME, DEPLOYMENT_STATE, GATEWAY_LABEL, DeploymentState
+    from workflows.markdown import text
     from workflows.steps import TRANSLATION_ERRORS, StepFailed, activity_failure, root_cause, together
+    from workflows.visibility import Visibility
 
 HEARTBEAT = timedelta(seconds=30)
 LONG_STEP = timedelta(hours=1)
@@ -74,6 +78,7 @@ class ApiDeployment:
         self._p = DeploymentProgress()
         self._input: ApiDeploymentInput | None = None
         self._undelivered: DeploymentReport | None = None
+        self._visibility: Visibility | None = None
 
     @workflow.query
     def progress(self) -> DeploymentProgress:
@@ -82,6 +87,7 @@ class ApiDeployment:
     @workflow.run
     async def run(self, input: ApiDeploymentInput) -> ApiDeploymentResult:
         self._input = input
+        self._visibility = Visibility.of_child(input.search_attributes)
         api, event = input.api, input.event
         result = ApiDeploymentResult(action=event.action)
         snapshot: ResourceSet | None = None
@@ -96,10 +102,12 @@ class ApiDeployment:
                 desired, snapshot = await together(
                     self._local("fetch", ControlPlaneActivities.fetch_desired_state, api), taking_snapshot
                 )
+            result.api_name, result.gateway_labels = desired.api_name, list(desired.gateway_labels)
             if desired.skip_reason:
                 result.status, result.outcome = "SKIPPED", f"skipped: {desired.skip_reason}"
                 return self._done(result)
             result.revision_id = self._p.revision_id = desired.revision_id
+            self._publish("running", result)
             result.warnings = self._p.warnings = list(desired.warnings)
             for warning in desired.warnings:
                 workflow.logger.warning("API %s: %s", api.api_uuid, warning)
@@ -134,6 +142,8 @@ class ApiDeployment:
                     ),
                 )
                 result.deployed = True
+                if input.attempt == 1:
+                    metrics.event_to_accepted(event.event_type, event.timestamp_ms)
                 result.outcome = f"revision {desired.revision_id} accepted: {ready.message}"
                 if result.warnings:
                     result.outcome += f"; {len(result.warnings)} warning(s), see the deployment's details"
@@ -142,10 +152,12 @@ class ApiDeployment:
                 result.outcome = f"removed {len(removed.deleted)} resources"
         except StepFailed as failure:
             await _to_the_end(self._compensate(result, failure, snapshot if wrote else None, created))
+            self._publish("failed", result)
             raise ApplicationError(result.error, result, type=failure.code, non_retryable=True) from None
         except asyncio.CancelledError:
             cancelled = StepFailed(self._p.step or "start", "the deployment was cancelled", "Cancelled")
             await _to_the_end(self._compensate(result, cancelled, snapshot if wrote else None, created))
+            self._publish("failed", result)
             await self._tell_parent(result)
             raise
         await self._report(self._report_of(result))
@@ -159,6 +171,7 @@ class ApiDeployment:
         result.status, result.failed_step, result.error_code = "FAILURE", failure.step, failure.code
         reason = f"{failure.step}: {failure.reason}"
         self._p.last_error = reason
+        metrics.deployment("api", "failed", metrics.failure_reason(failure.step, failure.code))
         if snapshot is None:
             result.error = reason + "; nothing was changed in the cluster"
             await self._report(self._report_of(result))
@@ -170,14 +183,17 @@ class ApiDeployment:
         )
         await self._report(self._report_of(result))
         self._p.phase = "rolling-back"
+        self._publish("rolling-back", result)
         try:
             await self._rollback(snapshot, created)
         except FailureError as err:
             message = activity_failure(err)[0]
             result.error = f"{reason}; ROLLBACK FAILED: {message}"
             workflow.logger.error("API %s: rollback failed: %s", self._input.api.api_uuid, message)
+            metrics.compensation("api", "failed")
             await self._report(self._report_of(result))
         else:
+            metrics.compensation("api", "restored")
             result.error = reason + (
                 "; what it created was removed" if first else "; the previous configuration was restored"
             )
@@ -253,8 +269,21 @@ class ApiDeployment:
 
     def _done(self, result: ApiDeploymentResult) -> ApiDeploymentResult:
         result.undelivered_report = self._undelivered
+        metrics.deployment("api", "skipped" if result.status == "SKIPPED" else "succeeded")
         self._show("done")
+        self._publish("succeeded", result)
         return result
+
+    def _publish(self, state: DeploymentState, result: ApiDeploymentResult) -> None:
+        """The deployment's state, and what the control plane said of the API's name and labels."""
+        if self._visibility is None:
+            return
+        values: dict = {DEPLOYMENT_STATE: state}
+        if result.api_name:
+            values[API_NAME] = result.api_name
+        if result.api_name or result.gateway_labels:  # the control plane answered
+            values[GATEWAY_LABEL] = result.gateway_labels
+        self._visibility.publish(values)
 
     def _show(self, phase: Any = None) -> None:
         """What the Temporal UI shows as this deployment's current details (Markdown)."""
@@ -262,16 +291,17 @@ class ApiDeployment:
         p, event = self._p, self._input.event
         if phase is not None:
             p.phase = phase
+        running = p.step if p.phase in ("deploying", "rolling-back") and p.step else None
         lines = [
-            f"**{p.phase}** · step `{p.step or '-'}` · revision {p.revision_id or '?'} · attempt {self._input.attempt}",
+            f"**{p.phase}** · revision {text(p.revision_id or '?')} · attempt {self._input.attempt}",
             f"event `{event.event_type}` `{event.event_id}`",
+            "done: " + (", ".join(f"`{step}`" for step in p.steps_done) or "nothing yet")
+            + (f" · running: `{running}`" if running else ""),
         ]
-        if p.steps_done:
-            lines.append("done: " + ", ".join(p.steps_done))
         if p.warnings:
-            lines.append("warnings:\n" + "\n".join(f"- {w}" for w in p.warnings))
+            lines.append("warnings:\n\n" + "\n".join(f"- {text(w)}" for w in p.warnings))
         if p.last_error:
-            lines.append(f"error: {p.last_error}")
+            lines.append(f"**error:** {text(p.last_error)}")
             api = self._input.api
             lines.append(f"retry: `gateway-agent retry {api.api_uuid} -o {api.organization}`")
         workflow.set_current_details("\n\n".join(lines))

@@ -27,6 +27,7 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.control_plane import ControlPlaneActivities
+    from agent import metrics
     from models.api_workflow import (
         SEEN_EVENTS_KEPT,
         ApiDeploymentInput,
@@ -42,9 +43,20 @@ with workflow.unsafe.imports_passed_through():
         RetryRequest,
         deployment_workflow_id,
     )
+    from models.visibility import (
+        API_ID,
+        API_NAME,
+        DEPLOYMENT_STATE,
+        GATEWAY_LABEL,
+        ORGANIZATION,
+        ApiState,
+        iso_utc,
+    )
     from workflows.api_deployment import ApiDeployment
     from workflows.inline_steps_v1 import InlineStepsV1
+    from workflows.markdown import text
     from workflows.steps import activity_failure
+    from workflows.visibility import Visibility
 
 # Marks histories whose events run as ApiDeployment children (older ones replay inline).
 CHILD_DEPLOYMENTS = "child-deployments"
@@ -59,21 +71,27 @@ class ApiWorkflow(InlineStepsV1):
             api_uuid=input.api_uuid,
             retry=input.retry,
             events_per_run=input.events_per_run,
+            search_attributes=input.search_attributes,
         )
         self._processed_this_run = 0
         self._outbox: asyncio.Task[None] | None = None
         # What cancelled deployments said their compensation did, by deployment id.
         self._cancelled: dict[str, ApiDeploymentResult] = {}
+        # Search attributes and memo; None in histories from before they existed.
+        self._visibility: Visibility | None = None
 
     @workflow.signal
     def submit_event(self, event: ApiEventSignal) -> None:
         """Queue an event unless it was seen before (the broker and the control plane repeat)."""
         if event.event_id in self._s.seen_event_ids:
             workflow.logger.info("event %s already seen; ignored", event.event_id)
+            metrics.workflow_event("api", event.event_type, "duplicate")
             return
+        metrics.workflow_event("api", event.event_type, "queued")
         self._s.seen_event_ids.append(event.event_id)
         del self._s.seen_event_ids[:-SEEN_EVENTS_KEPT]
         self._s.pending.append(event)
+        self._s.api_name = self._s.api_name or event.api_name
 
     @workflow.signal
     def deployment_outcome(self, outcome: DeploymentOutcome) -> None:
@@ -107,6 +125,8 @@ class ApiWorkflow(InlineStepsV1):
     @workflow.run
     async def run(self, input: ApiWorkflowInput) -> None:
         self._send_undelivered()
+        self._visibility = Visibility.for_this_run(self._s.search_attributes)
+        self._show()
         while True:
             await workflow.wait_condition(lambda: bool(self._s.pending) or self._s.retry_requested)
             s = self._s
@@ -141,8 +161,27 @@ class ApiWorkflow(InlineStepsV1):
         s.current_event, s.last_event, s.last_attempt = event, event, attempt
         s.phase, s.step, s.current_deployment = "converging", "deploying", child_id
         s.events_processed += 1
+        s.api_name = event.api_name or s.api_name
         self._show()
         summary = f"{event.api_name} {event.api_version} · {event.event_type} {event.event_id}".strip()
+        visibility = self._visibility
+        # Only in histories recorded since the visibility patch: attributes and details at start.
+        extra = (
+            {
+                "search_attributes": visibility.start_attributes(
+                    {
+                        API_ID: s.api_uuid,
+                        API_NAME: s.api_name,
+                        ORGANIZATION: s.organization,
+                        GATEWAY_LABEL: s.gateway_labels,
+                        DEPLOYMENT_STATE: "running",
+                    }
+                ),
+                "static_details": _deployment_details(s.organization, s.api_uuid, event, attempt),
+            }
+            if visibility is not None
+            else {}
+        )
         try:
             result = await workflow.execute_child_workflow(
                 ApiDeployment.run,
@@ -151,11 +190,13 @@ class ApiWorkflow(InlineStepsV1):
                     event=event,
                     attempt=attempt,
                     retry=s.retry,
+                    search_attributes=visibility.registered if visibility is not None else [],
                 ),
                 id=child_id,
                 static_summary=summary + (f" · attempt {attempt}" if attempt > 1 else ""),
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                **extra,  # type: ignore[arg-type]
             )
         except ChildWorkflowError as err:
             self._failed(event, self._cancelled.pop(child_id, None) or _failure_of(err))
@@ -174,6 +215,9 @@ class ApiWorkflow(InlineStepsV1):
             s.deployed = result.deployed
             s.deployed_revision = result.revision_id if result.deployed else None
             s.warnings = list(result.warnings) if result.deployed else []
+            s.converged = True
+            s.gateway_labels = list(result.gateway_labels) if result.deployed else []
+        s.api_name = result.api_name or s.api_name
         self._finish(result.outcome)
 
     def _failed(self, event: ApiEventSignal, result: ApiDeploymentResult) -> None:
@@ -183,6 +227,8 @@ class ApiWorkflow(InlineStepsV1):
         s.last_error = result.error
         s.phase, s.current_event = "failed", None
         s.last_result = f"failed at {result.failed_step}"
+        s.api_name = result.api_name or s.api_name
+        s.gateway_labels = list(result.gateway_labels) or s.gateway_labels
         workflow.logger.warning("API %s failed: %s", s.api_uuid, result.error)
         self._show()
 
@@ -196,25 +242,50 @@ class ApiWorkflow(InlineStepsV1):
         self._show()
 
     def _show(self) -> None:
-        """What the Temporal UI shows as this workflow's current details (Markdown)."""
+        """What the Temporal UI shows as this workflow's current details (Markdown), and what the
+        visibility store lists (search attributes, memo)."""
         s = self._s
-        lines = [f"**{s.phase}** · deployed revision {s.deployed_revision or 'none'} · {len(s.pending)} pending"]
+        state = _state_of(s)
+        if state != s.deployment_state or not s.state_since:
+            s.deployment_state, s.state_since = state, iso_utc(workflow.now())
+        lines = [
+            f"**{state}** · phase {s.phase} · deployed revision {text(s.deployed_revision or 'none')}"
+            f" · {len(s.pending)} pending · since {s.state_since}"
+        ]
         if s.current_event is not None:
-            lines.append(f"working on {s.current_event.event_type} ({s.current_event.event_id})")
+            lines.append(f"working on `{s.current_event.event_type}` `{s.current_event.event_id}`")
         if s.current_deployment:
-            lines.append(f"deployment: `{s.current_deployment}`")
+            lines.append(f"deployment running: `{s.current_deployment}`")
         if s.last_error:
-            lines.append(f"failed at {s.failed_step}: {s.last_error}")
+            lines.append(f"**failed at {text(s.failed_step)}:** {text(s.last_error)}")
             if s.last_deployment:
                 lines.append(f"failed deployment: `{s.last_deployment}`")
             lines.append("retry: `gateway-agent retry " + s.api_uuid + " -o " + s.organization + "`")
         elif s.last_result:
-            lines.append(s.last_result)
+            lines.append(text(s.last_result))
         if s.warnings:
-            lines.append("deployed with warnings:\n" + "\n".join(f"- {w}" for w in s.warnings))
+            lines.append("deployed with warnings:\n\n" + "\n".join(f"- {text(w)}" for w in s.warnings))
         if s.undelivered_report is not None:
             lines.append(f"report {s.undelivered_report.status} not yet taken by the control plane; re-sending")
         workflow.set_current_details("\n\n".join(lines))
+        if self._visibility is not None:
+            event = s.current_event or s.last_event or (s.pending[0] if s.pending else None)
+            self._visibility.publish(
+                {
+                    API_ID: s.api_uuid,
+                    # A name, once known, stays (an event without one does not unset it).
+                    **({API_NAME: s.api_name} if s.api_name else {}),
+                    ORGANIZATION: s.organization,
+                    GATEWAY_LABEL: s.gateway_labels,
+                    DEPLOYMENT_STATE: state,
+                },
+                {
+                    "revision": s.deployed_revision or "",
+                    "last_error": s.last_error or "",
+                    "state_since": s.state_since,
+                    "event_id": event.event_id if event is not None else "",
+                },
+            )
 
     # Reports the control plane did not take
 
@@ -257,6 +328,29 @@ class ApiWorkflow(InlineStepsV1):
         if self._outbox is not None and not self._outbox.done():
             self._outbox.cancel()
             await asyncio.wait([self._outbox])
+
+
+def _state_of(s: ApiWorkflowState) -> ApiState:
+    if s.phase == "failed":
+        return "failed"
+    if s.phase != "idle" or s.pending or s.retry_requested:
+        return "deploying"
+    if s.deployed:
+        return "deployed"
+    return "removed" if s.converged else "idle"
+
+
+def _deployment_details(organization: str, api_uuid: str, event: ApiEventSignal, attempt: int) -> str:
+    """A deployment's static details (Markdown): what it deploys, and the commands about it."""
+    name = " ".join(p for p in (event.api_name, event.api_version) if p) or api_uuid
+    return "\n\n".join(
+        [
+            f"**{text(name)}** (`{api_uuid}`, {text(organization)}) · `{event.event_type}` `{event.event_id}`"
+            f" · attempt {attempt}",
+            f"status: `gateway-agent status {api_uuid} -o {organization}`",
+            f"retry: `gateway-agent retry {api_uuid} -o {organization}`",
+        ]
+    )
 
 
 def _failure_of(err: ChildWorkflowError) -> ApiDeploymentResult:

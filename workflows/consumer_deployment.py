@@ -19,6 +19,7 @@ from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from activities.consumers import ConsumerActivities
+    from agent import metrics
     from models.consumer_workflow import (
         ConsumerDeploymentInput,
         ConsumerDeploymentResult,
@@ -29,8 +30,11 @@ with workflow.unsafe.imports_passed_through():
         ConsumerRestore,
     )
     from models.resources import resource_id
+    from models.visibility import DEPLOYMENT_STATE
     from workflows.api_deployment import _to_the_end
+    from workflows.markdown import text
     from workflows.steps import TRANSLATION_ERRORS, StepFailed, activity_failure, root_cause, together
+    from workflows.visibility import Visibility
 
 STEP_TIMEOUT = timedelta(minutes=5)
 HEARTBEAT = timedelta(seconds=30)
@@ -42,10 +46,12 @@ class ConsumerDeployment:
         self._input: ConsumerDeploymentInput | None = None
         self._step = ""
         self._done: list[str] = []
+        self._visibility: Visibility | None = None
 
     @workflow.run
     async def run(self, input: ConsumerDeploymentInput) -> ConsumerDeploymentResult:
         self._input = input
+        self._visibility = Visibility.of_child(input.search_attributes)
         ref = input.ref
         result = ConsumerDeploymentResult()
         snapshot: ConsumerResources | None = None
@@ -64,6 +70,8 @@ class ConsumerDeployment:
             if desired.skip_reason:
                 result.status, result.outcome = "SKIPPED", f"skipped: {desired.skip_reason}"
                 self._show(result.outcome)
+                self._publish("succeeded")
+                metrics.deployment(ref.kind, "skipped")
                 return result
             keep = [resource_id(r) for r in desired.resources]
             created = [rid for rid in keep if rid not in snapshot.uids]
@@ -86,9 +94,16 @@ class ConsumerDeployment:
                 result.outcome += f"; deleted {', '.join(result.deleted)}"
         except StepFailed as failure:
             await _to_the_end(self._compensate(result, failure, snapshot if wrote else None, created))
+            self._publish("failed")
             raise ApplicationError(result.error, result, type=failure.code, non_retryable=True) from None
         self._show(result.outcome)
+        self._publish("succeeded")
+        metrics.deployment(ref.kind, "succeeded")
         return result
+
+    def _publish(self, state: str) -> None:
+        if self._visibility is not None:
+            self._visibility.publish({DEPLOYMENT_STATE: state})
 
     async def _compensate(
         self,
@@ -99,9 +114,12 @@ class ConsumerDeployment:
     ) -> None:
         result.status, result.failed_step, result.error_code = "FAILURE", failure.step, failure.code
         reason = f"{failure.step}: {failure.reason}"
+        assert self._input is not None
+        kind = self._input.ref.kind
+        metrics.deployment(kind, "failed", metrics.failure_reason(failure.step, failure.code))
         if snapshot is None:
             result.error = reason + "; nothing was changed in the cluster"
-            self._show(result.error)
+            self._show(result.error, failed=True)
             return
         assert self._input is not None
         try:
@@ -114,22 +132,25 @@ class ConsumerDeployment:
             )
         except FailureError as err:
             result.error = f"{reason}; ROLLBACK FAILED: {activity_failure(err)[0]}"
+            metrics.compensation(kind, "failed")
         else:
             result.error = reason + "; the previous state was restored"
-        self._show(result.error)
+            metrics.compensation(kind, "restored")
+        self._show(result.error, failed=True)
 
-    def _show(self, line: str) -> None:
+    def _show(self, line: str, failed: bool = False) -> None:
         assert self._input is not None
         event = self._input.event
         ref = self._input.ref
         lines = [
             f"**{ref.kind}** `{ref.key}` · step `{self._step or '-'}` · attempt {self._input.attempt}",
             f"event `{event.event_type}` `{event.event_id}`",
+            "done: " + (", ".join(f"`{step}`" for step in self._done) or "nothing yet"),
         ]
-        if self._done:
-            lines.append("done: " + ", ".join(self._done))
         if line:
-            lines.append(line)
+            lines.append(f"**error:** {text(line)}" if failed else text(line))
+        if failed:
+            lines.append(f"retry: `gateway-agent retry {ref.key} --kind {ref.kind} -o {ref.organization}`")
         workflow.set_current_details("\n\n".join(lines))
 
     def _retry_policy(self, attempts: int | None = None) -> RetryPolicy:

@@ -14,6 +14,7 @@ from temporalio.exceptions import ApplicationError, CancelledError, ChildWorkflo
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from agent import metrics
     from models.api_workflow import RetryAccepted, RetryRequest
     from models.consumer_workflow import (
         SEEN_EVENTS_KEPT,
@@ -25,7 +26,10 @@ with workflow.unsafe.imports_passed_through():
         ConsumerWorkflowStatus,
         consumer_deployment_id,
     )
+    from models.visibility import DEPLOYMENT_STATE, ORGANIZATION, ApiState, iso_utc
     from workflows.consumer_deployment import ConsumerDeployment
+    from workflows.markdown import text
+    from workflows.visibility import Visibility
 
 
 @workflow.defn(name="ConsumerWorkflow", sandboxed=False)
@@ -33,15 +37,22 @@ class ConsumerWorkflow:
     @workflow.init
     def __init__(self, input: ConsumerWorkflowInput) -> None:
         self._s = input.state or ConsumerWorkflowState(
-            ref=input.ref, retry=input.retry, events_per_run=input.events_per_run
+            ref=input.ref,
+            retry=input.retry,
+            events_per_run=input.events_per_run,
+            search_attributes=input.search_attributes,
         )
         self._processed_this_run = 0
+        # Search attributes and memo; None in histories from before they existed.
+        self._visibility: Visibility | None = None
 
     @workflow.signal
     def submit_event(self, event: ConsumerEventSignal) -> None:
         if event.event_id in self._s.seen_event_ids:
             workflow.logger.info("event %s already seen; ignored", event.event_id)
+            metrics.workflow_event(self._s.ref.kind, event.event_type, "duplicate")
             return
+        metrics.workflow_event(self._s.ref.kind, event.event_type, "queued")
         self._s.seen_event_ids.append(event.event_id)
         del self._s.seen_event_ids[:-SEEN_EVENTS_KEPT]
         self._s.pending.append(event)
@@ -70,6 +81,8 @@ class ConsumerWorkflow:
 
     @workflow.run
     async def run(self, input: ConsumerWorkflowInput) -> None:
+        self._visibility = Visibility.for_this_run(self._s.search_attributes)
+        self._show()
         while True:
             await workflow.wait_condition(lambda: bool(self._s.pending) or self._s.retry_requested)
             s = self._s
@@ -96,11 +109,32 @@ class ConsumerWorkflow:
         s.phase, s.current_deployment = "converging", child_id
         s.events_processed += 1
         self._show()
+        visibility = self._visibility
+        # Only in histories recorded since the visibility patch: attributes at start.
+        extra = (
+            {
+                "search_attributes": visibility.start_attributes(
+                    {ORGANIZATION: ref.organization, DEPLOYMENT_STATE: "running"}
+                ),
+                "static_details": f"**{ref.kind}** `{ref.key}` ({text(ref.organization)}) · `{event.event_type}`"
+                f" `{event.event_id}` · attempt {attempt}\n\n"
+                f"status: `gateway-agent status {ref.key} --kind {ref.kind} -o {ref.organization}`",
+            }
+            if visibility is not None
+            else {}
+        )
         try:
             result = await workflow.execute_child_workflow(
                 ConsumerDeployment.run,
-                ConsumerDeploymentInput(ref=ref, event=event, attempt=attempt, retry=s.retry),
+                ConsumerDeploymentInput(
+                    ref=ref,
+                    event=event,
+                    attempt=attempt,
+                    retry=s.retry,
+                    search_attributes=visibility.registered if visibility is not None else [],
+                ),
                 id=child_id,
+                **extra,  # type: ignore[arg-type]
                 static_summary=f"{ref.kind} {ref.key} · {event.event_type} {event.event_id}"
                 + (f" · attempt {attempt}" if attempt > 1 else ""),
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
@@ -117,6 +151,7 @@ class ConsumerWorkflow:
         else:
             if result.status != "SKIPPED":
                 s.applied = sorted(set(s.applied) - set(result.deleted) | set(result.applied))
+                s.converged = True
             self._finish(result.outcome)
         finally:
             s.last_deployment, s.current_deployment = child_id, None
@@ -129,20 +164,48 @@ class ConsumerWorkflow:
         s.last_result, s.current_event = outcome, None
 
     def _show(self) -> None:
+        """Current details (Markdown), search attributes and memo."""
         s = self._s
-        lines = [f"**{s.phase}** · {s.ref.label} · {len(s.pending)} pending"]
+        state = _state_of(s)
+        if state != s.deployment_state or not s.state_since:
+            s.deployment_state, s.state_since = state, iso_utc(workflow.now())
+        lines = [
+            f"**{state}** · phase {s.phase} · {text(s.ref.label)} · {len(s.pending)} pending · since {s.state_since}"
+        ]
         if s.current_event is not None:
-            lines.append(f"working on {s.current_event.event_type} ({s.current_event.event_id})")
+            lines.append(f"working on `{s.current_event.event_type}` `{s.current_event.event_id}`")
+        if s.current_deployment:
+            lines.append(f"deployment running: `{s.current_deployment}`")
         if s.last_error:
-            lines.append(f"failed at {s.failed_step}: {s.last_error}")
+            lines.append(f"**failed at {text(s.failed_step)}:** {text(s.last_error)}")
             if s.last_deployment:
                 lines.append(f"failed deployment: `{s.last_deployment}`")
             lines.append(f"retry: `gateway-agent retry {s.ref.key} --kind {s.ref.kind} -o {s.ref.organization}`")
         elif s.last_result:
-            lines.append(s.last_result)
+            lines.append(text(s.last_result))
         if s.applied:
             lines.append("in the cluster: " + ", ".join(f"`{rid}`" for rid in s.applied))
         workflow.set_current_details("\n\n".join(lines))
+        if self._visibility is not None:
+            event = s.current_event or s.last_event or (s.pending[0] if s.pending else None)
+            self._visibility.publish(
+                {ORGANIZATION: s.ref.organization, DEPLOYMENT_STATE: state},
+                {
+                    "last_error": s.last_error or "",
+                    "state_since": s.state_since,
+                    "event_id": event.event_id if event is not None else "",
+                },
+            )
+
+
+def _state_of(s: ConsumerWorkflowState) -> ApiState:
+    if s.phase == "failed":
+        return "failed"
+    if s.phase != "idle" or s.pending or s.retry_requested:
+        return "deploying"
+    if s.applied:
+        return "deployed"
+    return "removed" if s.converged else "idle"
 
 
 def _failure_of(err: ChildWorkflowError) -> ConsumerDeploymentResult:

@@ -17,6 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.sync import SyncActivities, SyncHandoff
     from models.consumer_workflow import SyncInput, SyncResult
+    from workflows.markdown import text
     from workflows.steps import activity_failure
 
 SYNC_TIMEOUT = timedelta(minutes=30)
@@ -53,7 +54,7 @@ class FullSync:
             reason = activity_failure(err)[0]
             aborted = SyncResult(mode=input.mode, dry_run=input.dry_run, aborted=True, reason=reason)
             self._result = aborted
-            workflow.set_current_details(aborted.headline())
+            workflow.set_current_details(f"**{text(aborted.headline())}**")
             raise ApplicationError(aborted.headline(), aborted, type="SyncAborted", non_retryable=True) from None
         if result.apis and input.mode == "apply" and not input.dry_run:
             await workflow.execute_activity_method(
@@ -68,7 +69,7 @@ class FullSync:
 
 
 def _details(result: SyncResult) -> str:
-    lines = [f"**{result.headline()}**"]
+    lines = [f"**{text(result.headline())}**"]
     for title, changes in (
         ("created", result.created),
         ("updated", result.updated),
@@ -79,7 +80,7 @@ def _details(result: SyncResult) -> str:
             shown = ", ".join(f"`{c.resource}`" for c in changes[:20])
             lines.append(f"{title}: {shown}" + (f" and {len(changes) - 20} more" if len(changes) > 20 else ""))
     for held in result.held_back:
-        lines.append(f"held back: {held}")
+        lines.append(f"held back: {text(held)}")
     for problem in result.problems[:20]:
-        lines.append(f"problem: {problem}")
+        lines.append(f"problem: {text(problem)}")
     return "\n\n".join(lines)

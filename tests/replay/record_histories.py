@@ -28,6 +28,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.cluster import KubeCluster
+from agent.search_attributes import ensure_search_attributes
 from agent.settings import Settings
 from harness.api_projects import rest_api_project
 from harness.control_plane import ControlPlaneSimulator
@@ -43,6 +44,7 @@ from models.consumer_workflow import (
     consumer_workflow_id,
 )
 from models.events import encode_envelope, parse_message
+from models.visibility import SEARCH_ATTRIBUTES
 from tests.integration.conftest import temporal_binary
 from worker import build_worker, sync_input
 from workflows.full_sync import FullSync
@@ -67,7 +69,11 @@ class Stack:
         await self.client.start_workflow(
             "ApiWorkflow",
             ApiWorkflowInput(
-                organization=ORG, api_uuid=signal.api_uuid, retry=self.retry, events_per_run=events_per_run
+                organization=ORG,
+                api_uuid=signal.api_uuid,
+                retry=self.retry,
+                events_per_run=events_per_run,
+                search_attributes=[k.name for k in SEARCH_ATTRIBUTES],  # registered by main()
             ),
             id=api_workflow_id(ORG, signal.api_uuid),
             task_queue=self.settings.task_queue,
@@ -109,7 +115,12 @@ class Stack:
         ref = signal.ref
         await self.client.start_workflow(
             "ConsumerWorkflow",
-            ConsumerWorkflowInput(ref=ref, retry=self.retry, events_per_run=events_per_run),
+            ConsumerWorkflowInput(
+                ref=ref,
+                retry=self.retry,
+                events_per_run=events_per_run,
+                search_attributes=[k.name for k in SEARCH_ATTRIBUTES],
+            ),
             id=consumer_workflow_id(ref.organization, ref.kind, ref.key),
             task_queue=self.settings.task_queue,
             start_signal="submit_event",
@@ -434,6 +445,8 @@ async def main(prefix: str, only: list[str]) -> None:
         dev_server_existing_path=temporal_binary(), data_converter=pydantic_data_converter
     )
     try:
+        # As the worker does at its start: histories then hold the search attributes and memo.
+        await ensure_search_attributes(env.client, env.client.namespace)
         with KubeEmulator(gateway_operator=True) as kube, ControlPlaneSimulator(broker_url=None) as cp:
             with tempfile.TemporaryDirectory() as tmp:
                 api_client = k8s_config.new_client_from_config(str(kube.write_kubeconfig(Path(tmp) / "config")))

@@ -39,7 +39,7 @@ WORKFLOWS = [ApiWorkflow, ApiDeployment, ConsumerWorkflow, ConsumerDeployment, F
 
 def test_the_committed_histories_cover_every_scenario_of_each_code_version() -> None:
     versions = {path.name.split("-", 1)[0] for path in HISTORIES}
-    assert {"v1", "v2", "c1"} <= versions
+    assert {"v1", "v2", "v3", "c1", "c2"} <= versions
     for version in versions:
         for scenario in SCENARIOS[version[0]]:
             assert any(p.name.startswith(f"{version}-{scenario}-") for p in HISTORIES), (version, scenario)
@@ -53,6 +53,34 @@ def workflow_type(path: Path) -> str:
 def test_the_consumer_histories_hold_every_consumer_workflow_type() -> None:
     types = {workflow_type(p) for p in HISTORIES if p.name.startswith("c")}
     assert {"ConsumerWorkflow", "ConsumerDeployment", "FullSync", "ApiWorkflow"} <= types, types
+
+
+# Code versions since the ``visibility`` patch: every workflow type sets search attributes
+# (ApiWorkflow and ConsumerWorkflow also a memo), so their replay runs that code.
+VISIBILITY_VERSIONS = ("v3", "c2")
+MEMO_TYPES = {"ApiWorkflow", "ConsumerWorkflow"}
+
+
+def test_the_histories_since_the_visibility_patch_replay_its_commands() -> None:
+    seen: dict[str, set[str]] = {}
+    for path in HISTORIES:
+        if not path.name.startswith(VISIBILITY_VERSIONS):
+            continue
+        events = json.loads(path.read_text())["history"]["events"]
+        kinds = seen.setdefault(workflow_type(path), set())
+        for event in events:
+            if event["eventType"] == "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES":
+                upserted = event["upsertWorkflowSearchAttributesEventAttributes"]["searchAttributes"]
+                kinds |= set(upserted["indexedFields"])
+            elif event["eventType"] == "EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED":
+                kinds.add("memo")
+    assert {"ApiWorkflow", "ApiDeployment", "ConsumerWorkflow", "ConsumerDeployment", "FullSync"} <= set(seen)
+    for name, kinds in seen.items():
+        if name == "FullSync":
+            continue  # sets none (an ApiWorkflow it hands an API to does)
+        assert "DeploymentState" in kinds and "TemporalChangeVersion" in kinds, (name, kinds)
+        assert ("memo" in kinds) == (name in MEMO_TYPES), (name, kinds)
+    assert {"ApiId", "ApiName", "Organization", "GatewayLabel"} <= seen["ApiWorkflow"], seen["ApiWorkflow"]
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
