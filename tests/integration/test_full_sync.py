@@ -689,5 +689,6 @@ async def test_the_sync_command_prints_the_diff_as_json_and_exits_1_when_aborted
         text = await cli(settings, "sync")
         assert text.returncode == 0, text.stderr + text.stdout
         assert text.stdout.startswith("sync changed: 1 created, 1 updated,"), text.stdout
-        assert f"+ Application/{newcomer['uuid']} [{ORG}]" in text.stdout
+        [row] = [line for line in text.stdout.splitlines() if newcomer["uuid"] in line]
+        assert row.split()[:4] == ["+", "created", "Application", newcomer["uuid"]] and ORG in row, text.stdout
         assert_consumers_match(kube, settings, wanted)
