@@ -35,6 +35,7 @@ import string
 import threading
 import time
 import uuid as uuidlib
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -327,6 +328,9 @@ class ControlPlaneSimulator:
         # List endpoints (path suffixes, e.g. "subscriptions") that answer an empty list whatever
         # the truth: some CP versions do so for a filter they do not support.
         self.empty_lists: set[str] = set()
+        # Like API Manager's event publisher, keep events the broker cannot take (it is down) and
+        # send them, in order, once it answers; off: ``publish`` raises ConnectionError instead.
+        self.buffer_events = False
 
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -340,6 +344,10 @@ class ControlPlaneSimulator:
         self._consumers: dict[str, ConsumerTruth] = {}
         self._organization(SUPER_TENANT)
         self._failures: list[_Failure] = []
+        self._outbox: deque[str] = deque()
+        self._outbox_changed = threading.Condition()
+        self._outbox_thread: threading.Thread | None = None
+        self._closing = threading.Event()
         self._publisher = _StompPublisher(broker_url, broker_username, broker_password) if broker_url else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -445,6 +453,12 @@ class ControlPlaneSimulator:
             self._thread.join(timeout=10)
         self._loop = None
         self._thread = None
+        self._closing.set()
+        with self._outbox_changed:
+            draining, self._outbox_thread = self._outbox_thread, None
+        if draining is not None:
+            draining.join(timeout=10)
+        self._closing.clear()
         if self._publisher is not None:
             self._publisher.close()
 
@@ -1100,8 +1114,70 @@ class ControlPlaneSimulator:
         with self._lock:
             self.published.append(event)
         if self._publisher is not None:
-            self._publisher.send(self.topic, body, {"persistent": "true", "content-type": "application/json"})
+            self._send_event(body)
         return event_id
+
+    @property
+    def outbox_size(self) -> int:
+        """Events kept while the broker is down (``buffer_events``), not yet sent."""
+        with self._outbox_changed:
+            return len(self._outbox)
+
+    def wait_outbox_empty(self, timeout: float = 30.0) -> None:
+        """Block until every kept event has been sent; TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        with self._outbox_changed:
+            while self._outbox:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{len(self._outbox)} event(s) still unsent after {timeout:g}s")
+                self._outbox_changed.wait(remaining)
+
+    _EVENT_HEADERS = {"persistent": "true", "content-type": "application/json"}
+
+    def _send_event(self, body: str) -> None:
+        assert self._publisher is not None
+        with self._outbox_changed:
+            if self.buffer_events and self._outbox:  # behind events still waiting: keep the order
+                self._outbox.append(body)
+                self._start_draining()
+                return
+        try:
+            self._publisher.send(self.topic, body, self._EVENT_HEADERS)
+        except ConnectionError as exc:
+            if not self.buffer_events:
+                raise
+            log.warning("broker unavailable (%s); event kept and re-sent when it answers", exc)
+            with self._outbox_changed:
+                self._outbox.append(body)
+                self._start_draining()
+
+    def _start_draining(self) -> None:
+        """With ``_outbox_changed`` held: a thread sends the kept events unless one already does."""
+        if self._outbox_thread is None:
+            self._outbox_thread = threading.Thread(target=self._drain_outbox, name="cp-outbox", daemon=True)
+            self._outbox_thread.start()
+
+    def _drain_outbox(self) -> None:
+        """Send kept events oldest first, retrying with backoff (at most 2 s apart) until all went."""
+        assert self._publisher is not None
+        delay = 0.2
+        while not self._closing.is_set():
+            with self._outbox_changed:
+                if not self._outbox:
+                    self._outbox_thread = None
+                    return
+                body = self._outbox[0]
+            try:
+                self._publisher.send(self.topic, body, self._EVENT_HEADERS)
+            except ConnectionError:
+                self._closing.wait(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            delay = 0.2
+            with self._outbox_changed:
+                self._outbox.popleft()
+                self._outbox_changed.notify_all()
 
     def publish_raw(self, body: str | bytes, headers: Mapping[str, str] | None = None) -> None:
         """Send an arbitrary body on the topic (malformed-message tests)."""

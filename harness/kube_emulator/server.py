@@ -162,6 +162,8 @@ class GatewayOperator:
         # (namespace, target kind, target name) -> policies whose targetRef names it.
         self.targeted_by: dict[tuple[str, str, str], set[Ref]] = {}
         self._targets: dict[tuple[str, str, str], tuple[str, str, str]] = {}
+        # APIs whose acceptance waits for ``KubeEmulator.release_operator`` (namespace, name).
+        self.held: set[tuple[str, str]] = set()
 
     def on_change(self, rt: ResourceType, event: Event, subresource: str) -> None:
         if subresource == "status" or rt.kind not in _WATCHED_KINDS:
@@ -209,6 +211,11 @@ class GatewayOperator:
         except RuntimeError:  # a write made outside the server (not supported for watches or the operator)
             return
         self.pending[key] = loop.call_later(self.emulator.operator_delay, self._deploy, *key)
+
+    def release(self, namespace: str) -> None:
+        for key in sorted(k for k in self.held if k[0] == namespace):
+            self.held.discard(key)
+            self._schedule(key)
 
     def cancel_all(self) -> None:
         for handle in self.pending.values():
@@ -276,6 +283,9 @@ class GatewayOperator:
         obj = store.get(rt, namespace, name)
         if obj is None or not self.emulator.gateway_operator:
             return
+        if namespace in self.emulator.operator_holds:
+            self.held.add(key)  # a slow operator: nothing is written until the hold is released
+            return
         state, named, complete = self._resolve(namespace, obj)
         for kind, ref_name in named:
             self.referrers.setdefault((namespace, kind, ref_name), set()).add(key)
@@ -315,6 +325,8 @@ class KubeEmulator:
         self.gateway_operator = gateway_operator
         self.operator_delay = operator_delay
         self.operator_rejects: set[str] = set()
+        # Namespaces whose APIs the operator holds: it accepts them only once released.
+        self.operator_holds: set[str] = set()
         self.url = ""
         self._faults: dict[str, Fault] = {}
         self._fault_ids = itertools.count(1)
@@ -428,6 +440,16 @@ class KubeEmulator:
         with self.store.lock:
             self._faults[fault.id] = fault
         return fault.id
+
+    def hold_operator(self, namespace: str) -> None:
+        """The operator accepts no API of ``namespace`` (writes no status) until :meth:`release_operator`."""
+        self.operator_holds.add(namespace)
+
+    def release_operator(self, namespace: str) -> None:
+        """End a hold: every API of ``namespace`` the operator held is deployed (after ``operator_delay``)."""
+        self.operator_holds.discard(namespace)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._operator.release, namespace)
 
     def clear_faults(self, fault_id: str | None = None) -> None:
         with self.store.lock:
@@ -549,9 +571,13 @@ class KubeEmulator:
                 self.operator_delay = float(body["delay"])
             if "rejects" in body:
                 self.operator_rejects = set(body["rejects"])
+            if "holds" in body:
+                for namespace in self.operator_holds - set(body["holds"]):
+                    self.release_operator(namespace)
+                self.operator_holds |= set(body["holds"])
         if what == "operator" and request.method in ("GET", "PUT", "POST"):
             return _json({"enabled": self.gateway_operator, "delay": self.operator_delay,
-                          "rejects": sorted(self.operator_rejects)})
+                          "rejects": sorted(self.operator_rejects), "holds": sorted(self.operator_holds)})
         if what == "objects" and request.method == "GET":
             q = request.query
             try:
