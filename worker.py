@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -27,6 +28,7 @@ from activities.consumers import ConsumerActivities, ConsumerClusters
 from activities.control_plane import ControlPlaneActivities, ControlPlaneClient
 from activities.sealing import Sealer
 from activities.sync import SyncActivities, SyncHandoff
+from agent.health import Health
 from agent.search_attributes import ensure_search_attributes
 from agent.settings import Settings
 from intake.submit import TemporalSubmitter, retry_options
@@ -99,8 +101,9 @@ def build_worker(client: Client, settings: Settings, cluster: KubeCluster | None
     )
 
 
-async def run_worker(client: Client, settings: Settings, stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set, then let running activities finish (graceful shutdown)."""
+async def run_worker(client: Client, settings: Settings, stop: asyncio.Event, health: Health | None = None) -> None:
+    """Run until ``stop`` is set, then let running activities finish (graceful shutdown); ``health``
+    learns whether the worker is polling."""
     cluster = KubeCluster(
         load_kube_api_client(),
         settings.namespace,
@@ -117,6 +120,8 @@ async def run_worker(client: Client, settings: Settings, stop: asyncio.Event) ->
     async with worker:
         log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
         await schedule_full_sync(client, settings)
+        if health is not None:
+            health.ready("worker", _polling(worker, settings.task_queue))
         await stop.wait()
         log.info("worker shutting down")
 
@@ -125,6 +130,13 @@ async def register_search_attributes(client: Client) -> frozenset[str]:
     """At worker start: register the search attributes the workflows set, where missing. Where the
     worker may not, an ERROR names the commands to run; the workflows then set what is there."""
     return await ensure_search_attributes(client, client.namespace)
+
+
+def _polling(worker: Worker, task_queue: str) -> Callable[[], Awaitable[str | None]]:
+    async def check() -> str | None:
+        return None if worker.is_running else f"worker: not polling task queue {task_queue}"
+
+    return check
 
 
 def sync_input(settings: Settings, trigger: str, **overrides: object) -> SyncInput:

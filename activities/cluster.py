@@ -29,6 +29,7 @@ from temporalio.exceptions import ApplicationError
 from activities.errors import http_failure, retry_after
 from activities.managed_fields import owned_fields
 from activities.sealing import Sealer
+from agent.metrics import DRIFT_CORRECTIONS
 from agent.settings import Settings
 from models.api_workflow import (
     ApplyResult,
@@ -371,6 +372,9 @@ class ClusterActivities:
         except Exception as exc:
             raise _cluster_error("deleting", f"stale resources of API {request.api.api_uuid}", exc) from exc
         self._wait_until_gone(deleted, uids)
+        if request.candidates is not None:  # a revision's prune, not a removal or a legacy restore
+            for rid in deleted:
+                DRIFT_CORRECTIONS.labels(source="prune", kind=rid.split("/", 1)[0], action="delete").inc()
         return PruneResult(deleted=deleted)
 
     def _wait_until_gone(self, ids: list[str], uids: dict[str, str]) -> None:

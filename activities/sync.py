@@ -39,6 +39,7 @@ from activities.control_plane import (
 )
 from activities.managed_fields import owned_fields
 from activities.sealing import Sealer
+from agent.metrics import DRIFT_CORRECTIONS
 from agent.settings import Settings
 from models.api_workflow import ApiEventSignal
 from models.consumer_workflow import SyncChange, SyncInput, SyncResult
@@ -167,6 +168,7 @@ class SyncActivities:
                 self._clusters.for_kind(resource["kind"]).apply(resource)
             except Exception as exc:
                 raise _cluster_error("applying", rid, exc) from exc
+            DRIFT_CORRECTIONS.labels(source="full_sync", kind=resource["kind"], action=change.action).inc()
         for org, rid, uid in sorted(deletes, key=lambda item: -_rank(item[1])):
             change = SyncChange(action="delete", resource=rid, organization=org)
             result.deleted.append(change)
@@ -179,6 +181,7 @@ class SyncActivities:
                 self._clusters.for_kind(kind).delete(kind, name, uid or None)
             except Exception as exc:
                 raise _cluster_error("deleting", rid, exc) from exc
+            DRIFT_CORRECTIONS.labels(source="full_sync", kind=kind, action="delete").inc()
         log.info("%s", result.headline())
         return result
 
@@ -449,4 +452,6 @@ class SyncHandoff:
                     api_name=change.reason.split(":", 1)[0] if ":" in change.reason else "",
                 )
             )
+        # Counted once every API was handed over: a retried hand-off does not count twice.
+        DRIFT_CORRECTIONS.labels(source="full_sync", kind="API", action="converge").inc(len(result.apis))
         return len(result.apis)

@@ -83,7 +83,10 @@ class Settings(BaseSettings):
     # ``apply`` converges the cluster; ``report`` only reports drift.
     sync_mode: Literal["apply", "report"] = "apply"
 
+    # Prometheus /metrics (the agent's and the Temporal SDK's); 0: off.
     metrics_port: int = 0
+    # /livez and /readyz; 0: off.
+    health_port: int = 0
     log_level: str = "INFO"
 
     @field_validator("gateway_labels", "gateway_key_managers", "organizations", mode="before")

@@ -17,9 +17,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import stomp
+from opentelemetry import trace
 from stomp.exception import StompException
 from temporalio.service import RPCError, RPCStatusCode
 
+from agent import telemetry
 from agent.metrics import EVENTS, LISTENER_CONNECTED
 from agent.settings import Settings
 from models.api_workflow import ApiEventSignal
@@ -208,44 +210,50 @@ class BrokerListener:
             stopping.cancel()
 
     async def _handle(self, conn: stomp.Connection12, bridge: _Bridge, frame: _Frame) -> None:
+        """One message, in its own span: the root of the event's trace."""
+        with telemetry.receiving(frame.headers.get("message-id", ""), self._settings.broker_topic):
+            await self._handle_message(conn, bridge, frame)
+
+    async def _handle_message(self, conn: stomp.Connection12, bridge: _Bridge, frame: _Frame) -> None:
         ack_id = frame.headers.get("ack") or frame.headers.get("message-id", "")
         try:
             event = parse_message(frame.body)
         except MalformedEvent as exc:
             await self._dead_letter(conn, bridge, frame, str(exc))
             await asyncio.to_thread(conn.ack, ack_id)
-            EVENTS.labels(event_type="malformed", outcome="dead-lettered").inc()
+            _count("malformed", "dead-lettered")
             return
         if isinstance(event, UnknownEvent):
             log.info("passing over unknown event type %s", event.event_type)
             await asyncio.to_thread(conn.ack, ack_id)
-            EVENTS.labels(event_type="unknown", outcome="unknown").inc()
+            _count("unknown", "unknown")
             return
         if isinstance(event, ApiGatewayEvent) and event.gateway_labels and not self._labels & set(event.gateway_labels):
             await asyncio.to_thread(conn.ack, ack_id)
-            EVENTS.labels(event_type=event.type, outcome="other-gateway").inc()
+            _count(event.type, "other-gateway")
             return
         try:
             signal = _signal_of(event)
         except MalformedEvent as exc:
             await self._dead_letter(conn, bridge, frame, str(exc))
             await asyncio.to_thread(conn.ack, ack_id)
-            EVENTS.labels(event_type=event.type, outcome="dead-lettered").inc()
+            _count(event.type, "dead-lettered")
             return
         if signal is None:
             log.debug("event %s (%s) has nothing for this gateway", event.event_id, event.type)
             await asyncio.to_thread(conn.ack, ack_id)
-            EVENTS.labels(event_type=event.type, outcome="ignored").inc()
+            _count(event.type, "ignored")
             return
         try:
-            await self._submit_until_accepted(signal)
+            with telemetry.event_context(_trace_attributes(signal)):
+                await self._submit_until_accepted(signal)
         except MalformedEvent as exc:
             await self._dead_letter(conn, bridge, frame, str(exc))
             await asyncio.to_thread(conn.ack, ack_id)
-            EVENTS.labels(event_type=event.type, outcome="dead-lettered").inc()
+            _count(event.type, "dead-lettered")
             return
         await asyncio.to_thread(conn.ack, ack_id)
-        EVENTS.labels(event_type=event.type, outcome="submitted").inc()
+        _count(event.type, "submitted")
         subject = f"API {signal.api_uuid}" if isinstance(signal, ApiEventSignal) else signal.ref.label
         log.info("event %s %s for %s accepted by Temporal", event.event_id, event.type, subject)
 
@@ -283,6 +291,24 @@ class BrokerListener:
         await asyncio.to_thread(conn.send, self._settings.dead_letter_destination, frame.body, headers=headers)
         # Ack the original only once the broker has the copy.
         await asyncio.wait_for(confirmed, timeout=30)
+
+
+def _count(event_type: str, outcome: str) -> None:
+    EVENTS.labels(event_type=event_type, outcome=outcome).inc()
+    trace.get_current_span().set_attributes({telemetry.EVENT_TYPE: event_type, telemetry.EVENT_OUTCOME: outcome})
+
+
+def _trace_attributes(signal: ApiEventSignal | ConsumerEventSignal) -> dict[str, str]:
+    """What names the event on every span of its trace."""
+    common = {telemetry.EVENT_TYPE: signal.event_type, telemetry.EVENT_ID: signal.event_id}
+    if isinstance(signal, ApiEventSignal):
+        return {**common, telemetry.API_ID: signal.api_uuid, telemetry.ORGANIZATION: signal.organization}
+    return {
+        **common,
+        telemetry.CONSUMER_KIND: signal.ref.kind,
+        telemetry.CONSUMER_KEY: signal.ref.key,
+        telemetry.ORGANIZATION: signal.ref.organization,
+    }
 
 
 def _signal_of(event: EventBase) -> ApiEventSignal | ConsumerEventSignal | None:
