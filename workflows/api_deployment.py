@@ -153,6 +153,8 @@ class ApiDeployment:
         except StepFailed as failure:
             await _to_the_end(self._compensate(result, failure, snapshot if wrote else None, created))
             self._publish("failed", result)
+            # A FAILURE the control plane did not take goes to the API's workflow, which re-sends it.
+            result.undelivered_report = self._undelivered
             raise ApplicationError(result.error, result, type=failure.code, non_retryable=True) from None
         except asyncio.CancelledError:
             cancelled = StepFailed(self._p.step or "start", "the deployment was cancelled", "Cancelled")
