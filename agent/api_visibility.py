@@ -1,7 +1,7 @@
 """What Temporal's visibility says about the APIs and their deployments, as the CLI shows it.
 
-Each ``ApiWorkflow`` carries Keyword search attributes (``ApiId``, ``ApiName``, ``Organization``,
-``GatewayLabel``, ``DeploymentState``) and a memo (``revision``, ``last_error``, ``state_since``,
+Each ``ApiWorkflow`` carries the search attributes of ``models.visibility`` (``ApiId``, ``ApiName``,
+``Organization``, ``GatewayLabel``, ``DeploymentState``) and a memo (``revision``, ``last_error``, ``state_since``,
 ``event_id``). Workflows started before they existed carry neither: their rows hold what visibility
 always has (the workflow id, hence the organization and UUID, its status and start time). A
 namespace where the attributes are not registered refuses any query that names them; the listing
@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError, FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from models.api_workflow import ApiDeploymentInput, ApiDeploymentResult, api_workflow_id
+from models.visibility import API_ID, API_NAME, DEPLOYMENT_STATE, GATEWAY_LABEL, ORGANIZATION
 
 API_WORKFLOW_TYPE = "ApiWorkflow"
 DEPLOYMENT_WORKFLOW_TYPE = "ApiDeployment"
@@ -50,7 +51,6 @@ class ApiRow(BaseModel):
     api_id: str
     organization: str
     name: str | None = None
-    version: str | None = None
     revision: str | None = None
     # DeploymentState; None for a workflow that predates the search attributes.
     state: str | None = None
@@ -79,8 +79,8 @@ class ApiRow(BaseModel):
 
 class ApiListing(BaseModel):
     apis: list[ApiRow]
-    # False: the namespace does not know the search attributes; filters were applied by the CLI.
-    searchable: bool = True
+    # True: the namespace does not know the search attributes, so the CLI applied the filters.
+    filtered_here: bool = False
 
 
 class DeploymentRun(BaseModel):
@@ -141,7 +141,7 @@ def _labels(value: Any) -> list[str]:
     return [str(part) for part in value]
 
 
-def _moment(value: Any) -> datetime | None:
+def parse_moment(value: Any) -> datetime | None:
     """A memo's timestamp: ISO 8601, or epoch seconds or milliseconds."""
     if value in (None, ""):
         return None
@@ -166,18 +166,17 @@ async def api_row(execution: WorkflowExecution) -> ApiRow:
         memo = dict(await execution.memo())
     except Exception:  # noqa: BLE001 - a memo this CLI cannot decode is no memo
         memo = {}
-    details = any(key in attributes for key in ("ApiId", "ApiName", "DeploymentState"))
+    details = any(key.name in attributes for key in (API_ID, API_NAME, DEPLOYMENT_STATE))
     return ApiRow(
-        api_id=_text(attributes.get("ApiId")) or api_uuid,
-        organization=_text(attributes.get("Organization")) or organization,
-        name=_text(attributes.get("ApiName")),
-        version=_text(memo.get("version") or attributes.get("ApiVersion")),
+        api_id=_text(attributes.get(API_ID.name)) or api_uuid,
+        organization=_text(attributes.get(ORGANIZATION.name)) or organization,
+        name=_text(attributes.get(API_NAME.name)),
         revision=_text(memo.get("revision")),
-        state=_text(attributes.get("DeploymentState")),
-        since=_moment(memo.get("state_since")) or (None if details else execution.start_time),
+        state=_text(attributes.get(DEPLOYMENT_STATE.name)),
+        since=parse_moment(memo.get("state_since")) or (None if details else execution.start_time),
         last_error=_text(memo.get("last_error")),
         event_id=_text(memo.get("event_id")),
-        gateway_labels=_labels(attributes.get("GatewayLabel")),
+        gateway_labels=_labels(attributes.get(GATEWAY_LABEL.name)),
         workflow_id=execution.id,
         workflow_status=OUTCOMES.get(execution.status, "Unknown") if execution.status else "Unknown",
         started=execution.start_time,
@@ -212,21 +211,21 @@ async def list_apis(
     if organization:
         # The workflow id holds the organization: this works for workflows of every age.
         base.append(f"WorkflowId STARTS_WITH {quoted(api_workflow_prefix(organization))}")
-    filters = {"DeploymentState": state, "GatewayLabel": label, "ApiName": name, "ApiId": api_id}
+    filters = {DEPLOYMENT_STATE.name: state, GATEWAY_LABEL.name: label, API_NAME.name: name, API_ID.name: api_id}
     searched = [f"{attribute} = {quoted(value)}" for attribute, value in filters.items() if value is not None]
-    searchable = True
+    filtered_here = False
     try:
         executions = [e async for e in client.list_workflows(" AND ".join(base + searched))]
     except RPCError as exc:
         if exc.status != RPCStatusCode.INVALID_ARGUMENT or not searched:
             raise
-        searchable = False
+        filtered_here = True
         executions = [e async for e in client.list_workflows(" AND ".join(base))]
     rows = [await api_row(e) for e in _newest_runs(executions)]
-    if not searchable:
+    if filtered_here:
         rows = [r for r in rows if r.matches(state=state, label=label, name=name, api_id=api_id)]
-    rows.sort(key=lambda r: (r.organization, (r.name or "~").lower(), r.version or "", r.api_id))
-    return ApiListing(apis=rows, searchable=searchable)
+    rows.sort(key=lambda r: (r.organization, (r.name or "~").lower(), r.api_id))
+    return ApiListing(apis=rows, filtered_here=filtered_here)
 
 
 class Ambiguous(Exception):

@@ -19,7 +19,7 @@ from agent import console
 from agent.api_visibility import DeploymentRun, deployment_prefix, deployment_runs, list_deployment_runs
 from agent.console import EXIT_USAGE, Output, fail, output_option, progress, progress_option
 from agent.settings import get_settings
-from agent.status_command import STATE_STYLES, resolve, status_panel
+from agent.status_command import PANEL_WIDTH, STATE_STYLES, resolve, status_panel
 from agent.temporal import connect
 from models.api_workflow import ApiWorkflowStatus, api_workflow_id
 from workflows.api_workflow import ApiWorkflow
@@ -95,7 +95,6 @@ def history(
                     "organization": org,
                     "api_id": api_uuid,
                     "name": row.name if row else None,
-                    "version": row.version if row else None,
                     "workflow": status.model_dump(mode="json") if status else None,
                     "deployments": [run.model_dump(mode="json") for run in runs],
                     "shown": len(runs),
@@ -105,7 +104,7 @@ def history(
             return
         screen = console.out()
         if status is not None:
-            screen.print(status_panel(status, row))
+            screen.print(status_panel(status, row), width=min(screen.width, PANEL_WIDTH))
         else:
             console.note(f"the workflow of API {api_uuid} did not answer its status query; deployments only")
         if runs:

@@ -19,12 +19,13 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agent import console
-from agent.api_visibility import NO_DETAILS, Ambiguous, ApiRow, list_apis, resolve_api
+from agent.api_visibility import NO_DETAILS, Ambiguous, ApiRow, list_apis, parse_moment, resolve_api
 from agent.console import EXIT_FAILED, EXIT_USAGE, Output, fail, output_option, progress, progress_option
 from agent.settings import get_settings
 from agent.temporal import connect
 from models.api_workflow import ApiWorkflowStatus, RetryAccepted, RetryRequest, api_workflow_id
 from models.consumer_workflow import ConsumerKind, ConsumerWorkflowStatus, consumer_workflow_id
+from models.visibility import API_STATES
 from workflows.api_deployment import ApiDeployment
 from workflows.api_workflow import ApiWorkflow
 from workflows.consumer_workflow import ConsumerWorkflow
@@ -39,8 +40,8 @@ API_ORGANIZATION_HELP = (
     "The organization. Default: the one visibility finds the API in, else carbon.super "
     "(for --kind application, subscription, tier: carbon.super)."
 )
-# The DeploymentState values of an ApiWorkflow (models.visibility.API_STATES).
-API_STATES = ("idle", "deploying", "deployed", "removed", "failed")
+# A panel wider than this is hard to read; its long values wrap inside.
+PANEL_WIDTH = 120
 # A status query no worker answers in this time is reported, not waited for.
 QUERY_TIMEOUT = timedelta(seconds=15)
 STATE_STYLES = {
@@ -142,16 +143,14 @@ def styled(state: str | None) -> Text:
 
 def api_table(rows: list[ApiRow]) -> Table:
     now = datetime.now(UTC)
-    versions = any(row.version for row in rows)
-    columns = ["API", "organization", "name", *(["version"] if versions else []), "revision", "state", "since"]
-    table = console.table(*columns, "last error", wrap=("name", "last error"))
+    columns = ("API", "organization", "name", "revision", "state", "since", "last error")
+    table = console.table(*columns, wrap=("name", "last error"))
     for row in rows:
         name = Text(row.name or "") if row.details else Text(NO_DETAILS.format(uuid=row.api_id), style="dim")
         table.add_row(
             Text(row.api_id),
             Text(row.organization),
             name,
-            *([Text(row.version or "")] if versions else []),
             Text(row.revision or ""),
             styled(row.shown_state()),
             Text(console.ago(row.since, now)),
@@ -179,11 +178,17 @@ def status_panel(status: Status, row: ApiRow | None = None) -> Panel:
 
     if isinstance(status, ApiWorkflowStatus):
         named = status.current_event or status.failed_event
-        name = (row.name if row and row.name else None) or (named.api_name if named else "")
-        version = (row.version if row and row.version else None) or (named.api_version if named else "")
-        title = f"API {name} {version}".replace("  ", " ").strip() + f" · {status.api_uuid} · {status.organization}"
+        # The state, since when, name and labels of the visibility contract (newer workflows only).
+        state, since = getattr(status, "deployment_state", ""), getattr(status, "state_since", "")
+        name = (row.name if row else None) or getattr(status, "api_name", "") or (named.api_name if named else "")
+        version = named.api_version if named else ""
+        shown = " ".join(part for part in ("API", name, version) if part)
+        title = f"{shown} · {status.api_uuid} · {status.organization}"
+        if state:
+            moment = parse_moment(since)
+            line("state", Text.assemble(styled(state), f" since {console.ago(moment)}" if moment else ""))
         line("phase", styled(status.phase))
-        line("step", status.step if status.phase != "idle" else "")
+        line("step", status.step if status.phase in ("converging", "rolling-back") else "")
         line("deployed", f"revision {status.deployed_revision}" if status.deployed else "no")
         line("events processed", status.events_processed)
         line("pending events", status.pending_events)
@@ -194,6 +199,7 @@ def status_panel(status: Status, row: ApiRow | None = None) -> Panel:
         line("failed step", status.failed_step, "red")
         line("last error", status.last_error, "red")
         line("last deployment", status.last_deployment)
+        line("gateway labels", ", ".join(getattr(status, "gateway_labels", None) or []))
         line("warnings", "\n".join(f"- {w}" for w in status.warnings), "yellow")
         if status.undelivered_report is not None:
             report = status.undelivered_report
@@ -224,7 +230,8 @@ def print_status(status: Status, output: Output, row: ApiRow | None = None) -> N
     if output is Output.json:
         console.print_json(status.model_dump(mode="json"))
     else:
-        console.out().print(status_panel(status, row))
+        screen = console.out()
+        screen.print(status_panel(status, row), width=min(screen.width, PANEL_WIDTH))
 
 
 # Commands
@@ -267,15 +274,16 @@ def status(
         listing = await list_apis(client, organization=organization, state=state, label=label)
         if output is Output.json:
             rows = [row.model_dump(mode="json") for row in listing.apis]
-            console.print_json({"apis": rows, "count": len(rows), "searchable": listing.searchable})
+            console.print_json({"apis": rows, "count": len(rows), "filtered_here": listing.filtered_here})
         elif listing.apis:
             console.out().print(api_table(listing.apis))
         else:
             console.note("no API workflow matches")
-        if not listing.searchable and (state or label):
+        if listing.filtered_here:
             console.note(
-                "note: this Temporal namespace has no ApiName/DeploymentState/GatewayLabel search attributes; "
-                "filtered here, and workflows without them match no --state or --label"
+                f"note: Temporal namespace {settings.temporal_namespace} does not have the agent's search attributes "
+                "(a worker registers them at start); filtered here, where a workflow without them matches no "
+                "--state or --label"
             )
 
     async def show_one(key: str) -> None:

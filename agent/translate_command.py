@@ -238,6 +238,7 @@ def translate(
     gateway_labels: list[str] | None = typer.Option(
         None,
         "--gateway-label",
+        metavar="LABEL",
         help="A gateway environment this agent serves (repeatable). Only APIs deployed there are translated; "
         "a single project is deployed to each. Default: $GATEWAY_AGENT_GATEWAY_LABELS or 'Default'.",
         show_default=False,
@@ -271,6 +272,7 @@ def translate(
     Endpoint credentials become Secrets in the output; a warning on stderr says so.
     Secret names end in a digest keyed by $GATEWAY_AGENT_SEALING_KEY, as the agent names them.
     Without it, each run draws a random key: Secret names then differ between runs.
+
     Exit codes: 0 done, 1 --check found problems, 2 the input cannot be translated.
     """
     try:

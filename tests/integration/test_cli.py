@@ -6,18 +6,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 import uuid
 
 import pytest
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from google.protobuf.duration_pb2 import Duration
+from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 
+from agent.search_attributes import ensure_search_attributes
 from harness.control_plane import ControlPlaneSimulator
-from models.api_workflow import ApiWorkflowStatus
+from models.api_workflow import ApiWorkflowInput, ApiWorkflowStatus, api_workflow_id
 from tests.integration.conftest import REPO, RunningAgent
 from tests.integration.helpers import settled_status
 from tests.integration.test_api_deployment import ORG, new_api, wait_report
@@ -27,28 +31,10 @@ from tests.integration.test_api_deployment import ORG, new_api, wait_report
 UNENFORCEABLE = {"maxTps": {"production": 10}}
 
 
-# What the workers register at start (models.visibility), registered here too, before any agent of
-# these tests starts, so every workflow here sets them.
-SEARCH_ATTRIBUTES = {
-    "ApiId": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    "ApiName": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    "Organization": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    "GatewayLabel": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
-    "DeploymentState": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-}
-
-
 @pytest.fixture(autouse=True)
 async def searchable(temporal_client: Client) -> None:
-    namespace = temporal_client.namespace
-    listed = await temporal_client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=namespace)
-    )
-    missing = {name: kind for name, kind in SEARCH_ATTRIBUTES.items() if name not in listed.custom_attributes}
-    if missing:
-        await temporal_client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
-        )
+    """The search attributes, as a worker registers them at start, before any agent of these tests starts."""
+    await ensure_search_attributes(temporal_client, temporal_client.namespace)
 
 
 async def cli(agent: RunningAgent, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -128,7 +114,7 @@ async def test_status_lists_every_api_with_its_state_and_filters_them(
     ids = {row["api_id"] for row in on_default["apis"]}
     assert deployed.uuid in ids and removed.uuid not in ids
     elsewhere = json.loads(ok(await cli(agent, "status", "-o", "no.such.org", "--output", "json")).stdout)
-    assert elsewhere == {"apis": [], "count": 0, "searchable": True}
+    assert elsewhere == {"apis": [], "count": 0, "filtered_here": False}
 
     # The table, for people: one row per API, the error cut short.
     table = ok(await cli(agent, "status", "-o", ORG)).stdout
@@ -158,8 +144,8 @@ async def test_status_of_one_api_by_uuid_or_name(agent: RunningAgent, control_pl
     assert by_uuid == by_name
 
     panel = ok(await cli(agent, "status", name)).stdout
-    assert f"API {name} 1.0.0 · {project.uuid} · {ORG}" in panel or f"API {name}" in panel, panel
-    assert "revision 1" in panel and "events processed" in panel
+    assert f"API {name} · {project.uuid} · {ORG}" in panel, panel
+    assert "deployed since" in panel and "revision 1" in panel and re.search(r"gateway labels +Default", panel), panel
 
     missing = await cli(agent, "status", str(uuid.uuid4()))
     assert missing.returncode == 2 and "no workflow for API" in missing.stderr, missing.stderr
@@ -285,3 +271,66 @@ async def test_sync_prints_a_table_by_action_and_its_json_stays_clean_with_progr
     [row] = [line for line in table.splitlines() if newcomer["uuid"] in line]
     assert row.split()[:4] == ["+", "would", "create", "Application"] and ORG in row, row
     assert "\x1b[" not in table  # no terminal: no colours, no spinner
+
+
+async def test_workflows_without_visibility_details_are_listed_by_what_visibility_has(
+    agent: RunningAgent, temporal_client: Client
+) -> None:
+    # An API workflow from before the search attributes: no worker ever ran it here, so it has none.
+    organization, api_uuid = f"legacy-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
+    handle = await temporal_client.start_workflow(
+        "ApiWorkflow",
+        ApiWorkflowInput(organization=organization, api_uuid=api_uuid),
+        id=api_workflow_id(organization, api_uuid),
+        task_queue=f"nobody-{uuid.uuid4().hex[:8]}",
+    )
+    try:
+        shown = json.loads(ok(await cli(agent, "status", "-o", organization, "--output", "json")).stdout)
+        [row] = shown["apis"]
+        assert (row["api_id"], row["organization"], row["details"]) == (api_uuid, organization, False)
+        assert (row["state"], row["workflow_status"], row["name"]) == (None, "Running", None)
+        assert row["since"] == row["started"]
+        table = ok(await cli(agent, "status", "-o", organization)).stdout
+        assert f"(no visibility details; run `gateway-agent status {api_uuid}`)" in table and "Running" in table
+        idle = await cli(agent, "status", "-o", organization, "--state", "idle", "--output", "json")
+        assert json.loads(ok(idle).stdout)["apis"] == []
+    finally:
+        await handle.terminate("test over")
+
+
+async def test_a_namespace_without_the_search_attributes_is_listed_and_filtered_by_the_cli(
+    agent: RunningAgent, temporal_client: Client
+) -> None:
+    namespace = f"plain-{uuid.uuid4().hex[:8]}"
+    await temporal_client.workflow_service.register_namespace(
+        RegisterNamespaceRequest(namespace=namespace, workflow_execution_retention_period=Duration(seconds=86400))
+    )
+    client = await Client.connect(
+        temporal_client.service_client.config.target_host, namespace=namespace, data_converter=pydantic_data_converter
+    )
+    api_uuid = str(uuid.uuid4())
+    deadline = time.monotonic() + 30
+    while True:  # a new namespace takes a moment to take workflows
+        try:
+            handle = await client.start_workflow(
+                "ApiWorkflow",
+                ApiWorkflowInput(organization=ORG, api_uuid=api_uuid),
+                id=api_workflow_id(ORG, api_uuid),
+                task_queue="nobody",
+            )
+            break
+        except RPCError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+    try:
+        env = {"GATEWAY_AGENT_TEMPORAL_NAMESPACE": namespace}
+        listed_all = json.loads(ok(await cli(agent, "status", "--output", "json", **env)).stdout)
+        assert [row["api_id"] for row in listed_all["apis"]] == [api_uuid] and not listed_all["filtered_here"]
+        failed = await cli(agent, "status", "--state", "failed", "--output", "json", **env)
+        assert json.loads(ok(failed).stdout) == {"apis": [], "count": 0, "filtered_here": True}
+        assert f"namespace {namespace} does not have the agent's search attributes" in failed.stderr
+        by_name = await cli(agent, "status", "PizzaShackAPI", **env)
+        assert by_name.returncode == 2 and "no workflow for API PizzaShackAPI" in by_name.stderr
+    finally:
+        await handle.terminate("test over")
