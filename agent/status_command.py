@@ -111,7 +111,8 @@ def query_failed(exc: RPCError, kind: str, key: str, organization: str) -> None:
     if exc.status == RPCStatusCode.NOT_FOUND:
         listing = " (`gateway-agent status` lists the APIs)" if kind == "api" else ""
         fail(f"no workflow for {shown_kind(kind)} {key} in organization {organization}{listing}", EXIT_USAGE)
-    if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
+    # A query no worker takes ends in the client's deadline (CANCELLED: "Timeout expired").
+    if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
         fail(
             f"the workflow of {shown_kind(kind)} {key} did not answer within {QUERY_TIMEOUT.seconds}s; "
             "is a worker running on its task queue?",

@@ -294,6 +294,9 @@ async def test_workflows_without_visibility_details_are_listed_by_what_visibilit
         assert f"(no visibility details; run `gateway-agent status {api_uuid}`)" in table and "Running" in table
         idle = await cli(agent, "status", "-o", organization, "--state", "idle", "--output", "json")
         assert json.loads(ok(idle).stdout)["apis"] == []
+        # No worker runs it: its status query is not answered, and the command says so.
+        unanswered = await cli(agent, "status", api_uuid, "-o", organization)
+        assert unanswered.returncode == 1 and "did not answer within 15s" in unanswered.stderr, unanswered.stderr
     finally:
         await handle.terminate("test over")
 
