@@ -58,6 +58,11 @@ class TemporalSubmitter:
                 start_signal_args=[event],
                 # Shown in the Temporal UI's workflow list; set once, when the workflow starts.
                 static_summary=f"{event.api_name} {event.api_version} ({event.organization})".strip(),
+                static_details=(
+                    f"API `{event.api_uuid}` of {event.organization}\n\n"
+                    f"status: `gateway-agent status {event.api_uuid} -o {event.organization}`\n\n"
+                    f"its deployments: `ApiId = '{event.api_uuid}'`"
+                ),
                 search_attributes=attributes,
             ),
             {

@@ -207,6 +207,7 @@ class ApiWorkflow(InlineStepsV1):
             self._succeeded(result)
         finally:
             s.last_deployment, s.current_deployment = child_id, None
+            self._show()  # details only: no attribute or memo changed since the handler's
 
     def _succeeded(self, result: ApiDeploymentResult) -> None:
         s = self._s
