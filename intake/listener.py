@@ -51,7 +51,7 @@ PREFETCH = 100
 @dataclass
 class _Frame:
     headers: dict[str, str]
-    body: str
+    body: bytes  # as the broker sent it: a body that is not UTF-8 is dead-lettered unchanged
 
 
 class _Bridge(stomp.ConnectionListener):
@@ -77,7 +77,8 @@ class _Bridge(stomp.ConnectionListener):
             pass  # the loop is closed: nobody listens any more (an un-acked message is redelivered)
 
     def on_message(self, frame: stomp.utils.Frame) -> None:
-        self._call(self._queue.put_nowait, _Frame(dict(frame.headers), frame.body))
+        body = frame.body if isinstance(frame.body, bytes) else (frame.body or "").encode()
+        self._call(self._queue.put_nowait, _Frame(dict(frame.headers), body))
 
     def on_receipt(self, frame: stomp.utils.Frame) -> None:
         with self._lock:
@@ -86,7 +87,8 @@ class _Bridge(stomp.ConnectionListener):
             self._call(lambda: future.done() or future.set_result(None))
 
     def on_error(self, frame: stomp.utils.Frame) -> None:
-        log.error("broker error: %s %s", frame.headers.get("message", ""), (frame.body or "")[:200])
+        body = frame.body.decode("utf-8", "replace") if isinstance(frame.body, bytes) else frame.body or ""
+        log.error("broker error: %s %s", frame.headers.get("message", ""), body[:200])
 
     def on_disconnected(self) -> None:
         self._call(self.disconnected.set)
@@ -150,6 +152,7 @@ class BrokerListener:
             heart_beat_receive_scale=2.5,
             reconnect_attempts_max=1,
             timeout=10,
+            auto_decode=False,  # bodies stay bytes: stomp.py would replace what is not UTF-8
         )
         if self._settings.broker_uses_tls:
             conn.set_ssl(

@@ -10,12 +10,29 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 # Identifiers become parts of workflow ids; the control plane's are UUIDs and domain names.
 MAX_ID = 255
+# A control-plane event is a few hundred bytes (artifacts come over REST, not the broker): anything
+# near this is not an event, and parsing it would only cost memory.
+MAX_MESSAGE_BYTES = 1024 * 1024
+# Event types are upper-case words joined by underscores; anything else (huge, free text) is not one,
+# and must not become a metrics label or a log line as it is.
+_EVENT_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
+
+
+def _millis(value: Any) -> Any:
+    """The real control plane sometimes sends a timestamp as a float; JSON's Infinity and NaN are no time."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not a time")
+        return int(value)
+    return value
 
 
 class MalformedEvent(ValueError):
@@ -27,15 +44,14 @@ class _Lenient(BaseModel):
 
 
 class PayloadData(_Lenient):
-    event_type: str = Field(alias="eventType", min_length=1)
+    event_type: str = Field(alias="eventType", min_length=1, max_length=100, pattern=_EVENT_TYPE.pattern)
     time_stamp: int = Field(alias="timeStamp")
     event: str
 
     @field_validator("time_stamp", mode="before")
     @classmethod
     def _int_millis(cls, value: Any) -> Any:
-        # The real control plane sometimes sends the timestamp as a float.
-        return int(value) if isinstance(value, float) else value
+        return _millis(value)
 
 
 class _EnvelopeEvent(_Lenient):
@@ -56,7 +72,7 @@ class EventBase(_Lenient):
     @field_validator("time_stamp", mode="before")
     @classmethod
     def _int_millis(cls, value: Any) -> Any:
-        return int(value) if isinstance(value, float) else value
+        return _millis(value)
 
     @property
     def organization(self) -> str:
@@ -166,12 +182,27 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_message(body: str | bytes) -> EventBase | UnknownEvent:
-    """Parse one broker message body; raise :class:`MalformedEvent` naming what is wrong."""
+def _json(text: str | bytes, what: str) -> Any:
     try:
-        raw = json.loads(body)
+        return json.loads(text)
+    except RecursionError:
+        raise MalformedEvent(f"{what} is JSON nested too deeply to be an event") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedEvent(f"body is not JSON: {exc}") from exc
+        raise MalformedEvent(f"{what} is not JSON: {exc}") from exc
+
+
+def parse_message(body: str | bytes) -> EventBase | UnknownEvent:
+    """Parse one broker message body; raise :class:`MalformedEvent` naming what is wrong (and
+    nothing else, whatever the body holds)."""
+    size = len(body) if isinstance(body, bytes) else len(body.encode("utf-8", "surrogatepass"))
+    if size > MAX_MESSAGE_BYTES:
+        raise MalformedEvent(f"message of {size} bytes is larger than the {MAX_MESSAGE_BYTES} an event can be")
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MalformedEvent(f"body is not UTF-8 text: {exc}") from exc
+    raw = _json(body, "body")
     try:
         payload = Envelope.model_validate(raw).event.payload_data
     except ValidationError as exc:
@@ -181,9 +212,9 @@ def parse_message(body: str | bytes) -> EventBase | UnknownEvent:
     if model is None:
         return UnknownEvent(event_type=payload.event_type, time_stamp=payload.time_stamp)
     try:
-        decoded = json.loads(base64.b64decode(payload.event, validate=True))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-        raise MalformedEvent(f"{payload.event_type}: payloadData.event is not base64-encoded JSON") from exc
+        decoded = _json(base64.b64decode(payload.event, validate=True), "payloadData.event")
+    except (binascii.Error, ValueError, MalformedEvent) as exc:
+        raise MalformedEvent(f"{payload.event_type}: payloadData.event is not base64-encoded JSON ({exc})") from exc
     if not isinstance(decoded, dict):
         raise MalformedEvent(f"{payload.event_type}: the decoded event is not a JSON object")
     decoded.setdefault("type", payload.event_type)

@@ -15,6 +15,7 @@ import os
 import posixpath
 import re
 import stat
+import struct
 import zipfile
 import zlib
 from abc import ABC, abstractmethod
@@ -225,7 +226,15 @@ class _ZipSource(_Source):
                     if counted:
                         self._budget.consume(len(chunk), self.label)
                     chunks.append(chunk)
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        except (
+            zipfile.BadZipFile,
+            zlib.error,
+            EOFError,
+            NotImplementedError,
+            RuntimeError,
+            ValueError,  # a corrupted local header: "negative seek value"
+            struct.error,
+        ) as exc:
             raise self.error(name, f"cannot be decompressed ({exc})") from None
         return b"".join(chunks)
 
@@ -316,7 +325,8 @@ def _open_zip(data: bytes, label: str, limits: ArtifactLimits, budget: _Budget) 
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         entries = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, NotImplementedError, struct.error) as exc:
+        # NotImplementedError: an entry needs a zip feature Python lacks (e.g. "zip file version 6.4").
         raise ArtifactError(f"{label}: not a valid zip archive ({exc})") from None
     if len(entries) > limits.max_entries:
         raise ArtifactError(f"{label}: has {len(entries)} entries; the limit is {limits.max_entries}")

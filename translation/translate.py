@@ -62,6 +62,7 @@ from models.naming import (
 from models.resources import sort_for_apply
 from translation.certificates import EndpointCertificates, client_certificates
 from translation.content_names import MIN_SECRET_NAME_KEY_BYTES, config_map_name, secret_name, secret_name_key
+from translation.definitions import check_definition
 from translation.endpoints import backend_spec, redacted_url
 from translation.errors import TranslationError
 from translation.graphql import gql_route_rules
@@ -287,7 +288,7 @@ def translate(api: DeployedApi, options: TranslationOptions) -> Translation:
         raise TranslationError(f"{label} has no production and no sandbox endpoint; add an endpoint URL to the API")
 
     definition_ref = None
-    definition = _definition_config_map(api, api_type, base, label, metadata)
+    definition = _definition_config_map(api, api_type, base, label, metadata, warnings)
     if definition is not None:
         resources.append(definition)
         definition_ref = definition["metadata"]["name"]
@@ -657,13 +658,25 @@ def _backend_security(
 
 
 def _definition_config_map(
-    api: DeployedApi, api_type: str, base: str, label: str, metadata: Callable[[str], dict[str, Any]]
+    api: DeployedApi,
+    api_type: str,
+    base: str,
+    label: str,
+    metadata: Callable[[str], dict[str, Any]],
+    warnings: list[str],
 ) -> dict[str, Any] | None:
     definition = api.project.definition
     if not definition or not definition.strip():
         if api_type == "GraphQL":
             raise TranslationError(f"{label} is a GraphQL API without a schema (Definitions/schema.graphql)")
         return None
+    warnings += check_definition(
+        api_type,
+        definition,
+        api.project.definition_file or "the definition",
+        api.project.data.operations,
+        label,
+    )
     # mtime=0 keeps the gzip header, and so the whole output, identical for identical input.
     packed = base64.b64encode(gzip.compress(definition.encode("utf-8"), compresslevel=9, mtime=0)).decode("ascii")
     if len(packed) > MAX_CONFIGMAP_BYTES:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import queue
+from typing import Any
 
+import pytest
 import stomp
 from kubernetes import client as k8s_client
 from prometheus_client import REGISTRY
@@ -27,15 +29,18 @@ def events_counted(event_type: str, outcome: str) -> float:
     )
 
 
-def read_dead_letters(broker: ActiveMQ, destination: str, count: int, timeout: float = 10.0) -> list[tuple[dict, str]]:
-    received: queue.Queue[tuple[dict, str]] = queue.Queue()
+def read_dead_letters(
+    broker: ActiveMQ, destination: str, count: int, timeout: float = 10.0, *, raw: bool = False
+) -> list[tuple[dict, Any]]:
+    """``count`` messages from ``destination``: (headers, body), the body as bytes when ``raw``."""
+    received: queue.Queue[tuple[dict, Any]] = queue.Queue()
 
     class Collect(stomp.ConnectionListener):
         def on_message(self, frame: stomp.utils.Frame) -> None:
             received.put((dict(frame.headers), frame.body))
 
     host, port = broker.stomp_url.removeprefix("stomp://").split(":")
-    conn = stomp.Connection12([(host, int(port))])
+    conn = stomp.Connection12([(host, int(port))], auto_decode=not raw)
     conn.set_listener("collect", Collect())
     conn.connect(wait=True)
     conn.subscribe(destination, id="dlq", ack="auto")
@@ -83,6 +88,7 @@ async def test_unknown_and_foreign_events_are_acknowledged_counted_and_passed_ov
     assert await workflow_status(agent.client, ORG, elsewhere.uuid) is None
 
 
+@pytest.mark.faults
 async def test_nothing_is_acknowledged_before_temporal_accepted_it(
     settings: Settings,
     temporal_client: Client,
@@ -108,6 +114,7 @@ async def test_nothing_is_acknowledged_before_temporal_accepted_it(
     assert all(a.api_uuid == project.uuid for a in attempts)
 
 
+@pytest.mark.faults
 async def test_the_listener_reconnects_and_loses_nothing_when_the_broker_restarts(
     agent: RunningAgent, control_plane: ControlPlaneSimulator, broker: ActiveMQ
 ) -> None:

@@ -695,7 +695,9 @@ class TestGraphQL:
 
     def test_subscriptions_are_refused(self) -> None:
         operations = [{"target": "hero", "verb": "QUERY"}, {"target": "heroAdded", "verb": "SUBSCRIPTION"}]
-        message = refuses(graphql_data(operations=operations), "SUBSCRIPTION operations (heroAdded)", "GQLRoute")
+        message = refuses(
+            graphql_data(operations=operations), "SUBSCRIPTION operations (heroAdded)", "GQLRoute", definition=SDL
+        )
         assert message.startswith("API 'StarWarsAPI' 1.0.0 ")
 
     def test_schema_is_required(self) -> None:

@@ -24,6 +24,7 @@ from . import (
     PASSWORD,
     SDL,
     SECRET_NAME_KEY,
+    SWAGGER,
     api_data,
     deployed_api,
     graphql_data,
@@ -232,7 +233,7 @@ class TestCors:
 class TestSubscriptionValidation:
     @pytest.mark.parametrize("data", [api_data(), graphql_data()], ids=["rest", "graphql"])
     def test_every_api_lets_only_subscribed_applications_pass(self, data: dict[str, Any]) -> None:
-        resources = translate(data)
+        resources = translate(data, definition=SDL if data["type"] == "GRAPHQL" else SWAGGER)
         (api,) = of_kind(resources, "API")
         [policy] = [p for p in of_kind(resources, "APIPolicy") if p["spec"]["targetRef"]["kind"] == "API"]
         assert policy["spec"]["default"]["subscriptionValidation"] is True

@@ -1,0 +1,103 @@
+"""Checks of an API's definition before the gateway gets it.
+
+The gateway reads the definition from a ConfigMap: a GraphQL API's schema is what its router
+parses to route queries, so a schema that does not parse, or that lacks a field an operation of
+the API names, would fail at the gateway with nothing said to the control plane. A REST API's
+OpenAPI or Swagger document is served and validated against; one that is not an OpenAPI or
+Swagger document at all is a broken export. Both fail the deployment here, with the problem named.
+
+The checks are of shape, not style: anything a real export holds passes (unknown fields, vendor
+extensions, any paths), and YAML is read without aliases (an alias bomb expands to gigabytes).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+from graphql import GraphQLError, GraphQLObjectType, build_schema
+
+from models.artifact import Operation
+from translation.artifacts import _NoAliasLoader  # YAML without aliases, as the artifact reader reads it
+from translation.errors import TranslationError
+
+# The verbs of a GraphQL API's operations and the root type each belongs to.
+GRAPHQL_ROOTS = {"QUERY": "query", "MUTATION": "mutation", "SUBSCRIPTION": "subscription"}
+
+
+def check_definition(
+    api_type: str, definition: str, file_name: str, operations: Sequence[Operation], label: str
+) -> list[str]:
+    """Raise ``TranslationError`` naming ``file_name`` and the problem when ``definition`` cannot
+    be the definition of an API of ``api_type`` (``REST`` or ``GraphQL``); return warnings for
+    what the gateway serves but not as the API means it (operations the schema has no field for:
+    no query ever reaches them)."""
+    where = f"{label}: {file_name}"
+    if api_type == "GraphQL":
+        return _check_graphql(definition, operations, where)
+    _check_openapi(definition, where)
+    return []
+
+
+def _check_graphql(sdl: str, operations: Sequence[Operation], where: str) -> list[str]:
+    try:
+        schema = build_schema(sdl)
+    except GraphQLError as exc:
+        position = ""
+        if exc.locations:
+            position = f" at line {exc.locations[0].line}, column {exc.locations[0].column}"
+        raise TranslationError(f"{where} is not a valid GraphQL schema{position}: {exc.message}") from None
+    except RecursionError:
+        raise TranslationError(f"{where} is a GraphQL schema nested too deeply to read") from None
+    except TypeError as exc:  # graphql-core's word for a schema that parses but does not hold together
+        problems = "; ".join(dict.fromkeys(line for line in str(exc).splitlines() if line.strip()))
+        raise TranslationError(f"{where} is not a valid GraphQL schema: {problems}") from None
+    missing = []
+    for operation in operations:
+        root_name = GRAPHQL_ROOTS.get(operation.verb.strip().upper())
+        if root_name is None:
+            continue  # the translator names verbs it does not know
+        root: GraphQLObjectType | None = getattr(schema, f"{root_name}_type")
+        if root is None or operation.target.strip() not in root.fields:
+            type_name = root.name if root is not None else f"no {root_name} type"
+            missing.append(f"{operation.verb} {operation.target} ({type_name})")
+    if not missing:
+        return []
+    return [
+        f"{where} has no field for the operation(s) {', '.join(missing[:10])}"
+        + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        + ": the schema and the API's operations disagree, and no query reaches these operations"
+    ]
+
+
+def _check_openapi(text: str, where: str) -> None:
+    document = _load(text, where)
+    if not isinstance(document, dict):
+        raise TranslationError(f"{where} is not an OpenAPI or Swagger document: it holds a {type(document).__name__}")
+    version = document.get("openapi", document.get("swagger"))
+    if version is None:
+        raise TranslationError(f"{where} is not an OpenAPI or Swagger document: it has neither 'openapi' nor 'swagger'")
+    if not str(version).startswith(("2.", "3.")):
+        raise TranslationError(f"{where} declares OpenAPI/Swagger version {version!r}; 2.0 and 3.x are understood")
+    paths = document.get("paths")
+    if paths is not None and not isinstance(paths, dict):
+        raise TranslationError(
+            f"{where}: 'paths' must be a mapping of paths to operations, not a {type(paths).__name__}"
+        )
+
+
+def _load(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise TranslationError(f"{where} is JSON nested too deeply to read") from None
+    except ValueError:
+        pass  # not JSON: YAML then (a JSON document is YAML too, but JSON's errors are clearer)
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader without aliases
+    except RecursionError:
+        raise TranslationError(f"{where} is YAML nested too deeply to read") from None
+    except yaml.YAMLError as exc:
+        raise TranslationError(f"{where} is neither JSON nor YAML: {exc}") from None
