@@ -25,6 +25,7 @@ def test_a_cluster_without_the_apk_crds_gets_an_error_that_says_so(tmp_path: Pat
     assert error.message.startswith("applying API/x: ") and not error.non_retryable
 
 
+@pytest.mark.faults
 def test_a_worker_starts_while_the_api_server_is_unreachable_and_says_so(tmp_path: Path) -> None:
     from tests.conftest import free_port
 

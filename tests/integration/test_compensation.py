@@ -38,6 +38,7 @@ async def cli_retry(agent: RunningAgent, api_uuid: str) -> subprocess.CompletedP
     )
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("status", [422, 500])
 async def test_a_rejected_write_restores_the_previous_resources_and_retry_completes(
     agent: RunningAgent, control_plane: ControlPlaneSimulator, kube: KubeEmulator, status: int
@@ -130,6 +131,7 @@ async def test_retry_is_refused_when_nothing_failed(agent: RunningAgent, control
     assert done.returncode == 2 and "nothing to retry" in done.stderr
 
 
+@pytest.mark.faults
 async def test_a_control_plane_outage_fails_without_touching_the_cluster(
     agent: RunningAgent, control_plane: ControlPlaneSimulator, kube: KubeEmulator
 ) -> None:

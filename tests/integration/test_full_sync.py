@@ -409,6 +409,7 @@ async def small_world(
     return world
 
 
+@pytest.mark.faults
 async def test_a_failing_slow_or_garbled_control_plane_aborts_the_sync_and_nothing_changes(
     settings: Settings,
     temporal_client: Client,

@@ -213,6 +213,7 @@ async def test_changes_the_gateway_must_see_and_changes_it_need_not_see_all_succ
     assert len(secrets) == 1 and "s3cret-2" not in secrets[0]["metadata"]["name"]
 
 
+@pytest.mark.faults
 async def test_an_expired_watch_during_readiness_does_not_roll_back(
     agent: RunningAgent, control_plane: ControlPlaneSimulator, kube: KubeEmulator
 ) -> None:
