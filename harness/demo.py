@@ -14,12 +14,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from harness.activemq import ActiveMQ
 from harness.api_projects import load_project_dir
 from harness.control_plane import ControlPlaneSimulator
 from harness.kube_emulator import KubeEmulator
+from harness.otlp_receiver import OtlpReceiver
 from models.naming import api_selector, sha1_hex
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-port", type=int, default=61613)
     parser.add_argument("--kube-port", type=int, default=8001)
     parser.add_argument("--cp-port", type=int, default=9443)
+    parser.add_argument("--metrics-port", type=int, default=9464, help="the agent's /metrics")
+    parser.add_argument("--health-port", type=int, default=8080, help="the agent's /livez and /readyz")
     args = parser.parse_args(argv)
     run_dir: Path = args.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -63,10 +67,23 @@ def main(argv: list[str] | None = None) -> int:
         temporal_log = open(run_dir / "temporal.log", "wb")  # noqa: SIM115 - lives as long as the process
         procs.append(
             subprocess.Popen(
-                [_bin("temporal"), "server", "start-dev", "--ip", "127.0.0.1",
-                 "--port", str(args.temporal_port), "--ui-port", str(args.ui_port),
-                 "--db-filename", str(run_dir / "temporal.db"), "--log-level", "warn"],
-                stdout=temporal_log, stderr=subprocess.STDOUT,
+                [
+                    _bin("temporal"),
+                    "server",
+                    "start-dev",
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    str(args.temporal_port),
+                    "--ui-port",
+                    str(args.ui_port),
+                    "--db-filename",
+                    str(run_dir / "temporal.db"),
+                    "--log-level",
+                    "warn",
+                ],
+                stdout=temporal_log,
+                stderr=subprocess.STDOUT,
             )
         )
         _wait_for_port("127.0.0.1", args.temporal_port, 30)
@@ -93,7 +110,18 @@ def main(argv: list[str] | None = None) -> int:
         cp.start(port=args.cp_port)
         stoppers.append(cp.stop)
 
+        # Traces go to the collector OTEL_EXPORTER_OTLP_ENDPOINT names, else to a receiver of the
+        # demo's own that shows the sample deployment's trace below.
+        receiver = None
+        tracing: dict[str, str] = {}
+        if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            receiver = OtlpReceiver()
+            tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.start(), "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+            stoppers.append(receiver.stop)
         env = {
+            "GATEWAY_AGENT_METRICS_PORT": str(args.metrics_port),
+            "GATEWAY_AGENT_HEALTH_PORT": str(args.health_port),
+            **tracing,
             **os.environ,
             "KUBECONFIG": str(kubeconfig),
             "GATEWAY_AGENT_TEMPORAL_ADDRESS": f"127.0.0.1:{args.temporal_port}",
@@ -116,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
 
         report = _wait_for_report(cp, project.uuid, timeout=60, agent=agent)
         print(f"control plane received: {json.dumps(report)}")
+        if receiver is not None:
+            _print_trace(receiver, project.uuid, timeout=15)
+        _print_metrics(int(env["GATEWAY_AGENT_METRICS_PORT"]))
 
         # A Dev Portal user subscribes an application with a production key on a Gold tier.
         cp.add_subscription_policy("Gold", request_count=5000, time_unit="min", unit_time=1)
@@ -152,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             f"  gateway resources: curl -s '{kube.url}/apis/dp.wso2.com/v1alpha3/namespaces/default/apis"
             f"?labelSelector={selector}'\n"
             f"  reports to CP:    curl -s {cp.url}_sim/reports\n"
+            f"  metrics:          curl -s http://127.0.0.1:{env['GATEWAY_AGENT_METRICS_PORT']}/metrics"
+            " | grep ^gateway_agent_\n"
+            f"  health:           curl -s http://127.0.0.1:{env['GATEWAY_AGENT_HEALTH_PORT']}/readyz\n"
             f"  agent log:        {run_dir / 'agent.log'}\n"
             f"  kubeconfig:       {kubeconfig}\n"
         )
@@ -180,6 +214,59 @@ def main(argv: list[str] | None = None) -> int:
                 proc.kill()
         for stop in reversed(stoppers):
             stop()
+
+
+def _print_trace(receiver: OtlpReceiver, api_uuid: str, timeout: float) -> None:
+    """The trace of the API's deployment event, as the receiver got it: one line a span, indented
+    under its parent (spans are exported in batches: wait for the HTTP calls to arrive)."""
+    deadline = time.monotonic() + timeout
+    spans: list = []
+    while time.monotonic() < deadline:
+        roots = [
+            s for s in receiver.spans if s.attributes.get("gateway_agent.api.id") == api_uuid and not s.parent_span_id
+        ]
+        if roots:
+            spans = [s for s in receiver.spans if s.trace_id == roots[0].trace_id]
+            if sum(s.kind == 3 for s in spans) >= 3:  # client spans: the calls to the CP and the API server
+                break
+        time.sleep(0.5)
+    if not spans:
+        print("no trace of the deployment arrived (is tracing on? see the agent log)")
+        return
+    children: dict[str, list] = {}
+    for span in spans:
+        children.setdefault(span.parent_span_id, []).append(span)
+    print(f"trace {spans[0].trace_id} of the deployment ({len(spans)} spans):")
+
+    def show(parent: str, depth: int) -> None:
+        for span in children.get(parent, []):
+            print(f"  {'  ' * depth}{span.name}")
+            show(span.span_id, depth + 1)
+
+    known = {s.span_id for s in spans}
+    for span in spans:
+        if span.parent_span_id not in known:
+            print(f"  {span.name}")
+            show(span.span_id, 1)
+
+
+def _print_metrics(port: int) -> None:
+    """The agent's deployment and event counters, as Prometheus would scrape them."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+    except OSError as exc:
+        print(f"the agent's metrics on port {port} do not answer: {exc}")
+        return
+    wanted = (
+        "gateway_agent_deployments_total",
+        "gateway_agent_events_total",
+        "gateway_agent_event_to_accepted_seconds_count",
+    )
+    lines = [line for line in text.splitlines() if line.startswith(wanted)]
+    print(f"metrics (http://127.0.0.1:{port}/metrics):")
+    for line in lines:
+        print(f"  {line}")
 
 
 def _wait_for_log_line(path: Path, text: str, timeout: float, agent: subprocess.Popen) -> None:
