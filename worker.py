@@ -47,7 +47,8 @@ ACTIVITY_THREADS = 32
 def build_worker(client: Client, settings: Settings, cluster: KubeCluster | None = None) -> Worker:
     """A worker with every workflow and activity registered; ``cluster`` defaults to the configured one."""
     quiet_urllib3()
-    sealer = Sealer(settings.sealing_key.get_secret_value())
+    # With the codec all of history is encrypted: seal nothing new, unseal what was sealed before.
+    sealer = Sealer(settings.sealing_key.get_secret_value(), seal_new=settings.payload_codec() is None)
     cluster = cluster or KubeCluster(
         load_kube_api_client(),
         settings.namespace,
@@ -118,7 +119,8 @@ async def run_worker(client: Client, settings: Settings, stop: asyncio.Event, he
     await register_search_attributes(client)
     worker = build_worker(client, settings, cluster)
     async with worker:
-        log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
+        target = client.service_client.config.target_host
+        log.info("worker polling task queue %s on %s namespace %s", settings.task_queue, target, client.namespace)
         await schedule_full_sync(client, settings)
         if health is not None:
             health.ready("worker", _polling(worker, settings.task_queue))

@@ -1,9 +1,14 @@
 """Seal Kubernetes Secret data while resources pass through workflow history.
 
 Workflow histories are readable in the Temporal UI; endpoint credentials must never
-sit there in plain text. Activities seal every Secret's ``data`` with a Fernet key that
-all workers share (``GATEWAY_AGENT_SEALING_KEY``) and unseal it just before writing
-to the cluster.
+sit there in plain text. With the payload codec (``agent/codec.py``, ``GATEWAY_AGENT_CODEC_KEYS``)
+all of history is encrypted, and activities no longer seal anything (``seal_new=False``); without
+it they seal every Secret's ``data`` with a Fernet key that all workers share
+(``GATEWAY_AGENT_SEALING_KEY``). Either way they unseal what was sealed (``sealedData``: histories
+written before the codec was turned on) just before writing to the cluster.
+
+The sealing key stays the source of the Secret names' key (``translation.secret_name_key``) with
+or without the codec: codec keys rotate, Secret names must not (a new name is a new Secret).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ SEALED_FIELD = "sealedData"
 
 
 class Sealer:
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, *, seal_new: bool = True) -> None:
+        # False with the codec on: new resources pass through as they are (the codec encrypts them).
+        self.seal_new = seal_new
         if not key:
             # One process can still work with a key of its own; several workers cannot.
             log.warning("GATEWAY_AGENT_SEALING_KEY is not set; using a key of this process only")
@@ -34,6 +41,8 @@ class Sealer:
             raise ValueError("GATEWAY_AGENT_SEALING_KEY must be a Fernet key (urlsafe base64 of 32 bytes)") from exc
 
     def seal(self, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not self.seal_new:
+            return list(resources)
         out = []
         for resource in resources:
             if resource.get("kind") == "Secret" and ("data" in resource or "stringData" in resource):

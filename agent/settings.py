@@ -4,31 +4,71 @@ from __future__ import annotations
 
 import ssl
 from functools import lru_cache
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from agent.codec import EncryptionCodec
+
+# Secret settings that may come from a file instead: the setting -> its ``*_file`` setting.
+_SECRET_FILES = {
+    "broker_password": "broker_password_file",
+    "cp_password": "cp_password_file",
+    "codec_keys": "codec_keys_file",
+    "codec_server_token": "codec_server_token_file",
+    "temporal_api_key": "temporal_api_key_file",
+}
 
 
 class Settings(BaseSettings):
     """Every knob of the agent. The README's configuration table documents each one."""
 
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_AGENT_", extra="ignore")
+    # hide_input_in_errors: a validation error must not print the environment (passwords, keys).
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_AGENT_", extra="ignore", hide_input_in_errors=True)
 
-    # Temporal
+    # Temporal. Address, namespace, TLS (mTLS) and API key also come from the SDK's environment
+    # configuration (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_*, the
+    # TOML profile file); a GATEWAY_AGENT_TEMPORAL_* variable that is set wins (agent/temporal.py).
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
+    # The Temporal API key (else TEMPORAL_API_KEY or the profile's); from a file with the _FILE variant.
+    temporal_api_key: SecretStr = SecretStr("")
+    temporal_api_key_file: str = ""
     task_queue: str = "gateway-agent"
+
+    # Encrypted workflow history (agent/codec.py): ``<id>:<base64 of 32 bytes>`` lines, the first
+    # encrypts, all decrypt. From a mounted file, or the variable (lines or commas).
+    codec_keys: SecretStr = SecretStr("")
+    codec_keys_file: str = ""
+    # Without codec keys the worker refuses to start unless this is true (demo, development).
+    allow_plaintext_history: bool = False
+
+    # gateway-agent codec-server: the Temporal UI's remote codec
+    codec_server_host: str = "127.0.0.1"
+    codec_server_port: int = 8888
+    codec_server_token: SecretStr = SecretStr("")
+    codec_server_token_file: str = ""
+    codec_server_ui_origin: str = "http://localhost:8233"
+    codec_server_oidc_jwks_url: str = ""
+    codec_server_oidc_issuer: str = ""
+    codec_server_oidc_audience: str = ""
+    codec_server_max_body_bytes: int = 4 * 1024 * 1024
 
     # Broker (STOMP 1.2)
     broker_url: str = "stomp://127.0.0.1:61613"
     broker_username: str = ""
     broker_password: SecretStr = SecretStr("")
+    broker_password_file: str = ""
     broker_topic: str = "/topic/notification"
     broker_client_id: str = "gateway-agent"
     broker_subscription_name: str = "gateway-agent"
     broker_ca_file: str = ""
+    # stomp+ssl: verify the broker's certificate and host name (off: a WARNING at start).
+    broker_verify_tls: bool = True
     dead_letter_destination: str = "/queue/gateway-agent.dead-letter"
     broker_reconnect_max_seconds: float = 30.0
 
@@ -36,6 +76,7 @@ class Settings(BaseSettings):
     cp_url: str = "https://localhost:9443/"
     cp_username: str = "admin"
     cp_password: SecretStr = SecretStr("admin")
+    cp_password_file: str = ""
     cp_verify_tls: bool = True
     cp_ca_file: str = ""
     cp_timeout_seconds: float = 30.0
@@ -63,8 +104,10 @@ class Settings(BaseSettings):
     # Every call to the API server gives up after this long (a watch: its window plus this).
     kube_request_timeout_seconds: float = 30.0
 
-    # Key that seals Kubernetes Secret data while it passes through workflow
-    # history (Fernet, urlsafe base64 of 32 bytes). Every worker must share it.
+    # Fernet key (urlsafe base64 of 32 bytes) that every worker shares. Secret names derive from it
+    # (translation.secret_name_key), so keep it stable. Without codec keys it also seals Secret data
+    # while it passes through workflow history; with the codec (which encrypts all of history) it
+    # only unseals what was sealed before.
     sealing_key: SecretStr = SecretStr("")
 
     # How long a failed step is retried before the workflow compensates.
@@ -110,6 +153,32 @@ class Settings(BaseSettings):
         if parts.scheme not in ("stomp", "stomp+ssl") or not parts.hostname or not parts.port:
             raise ValueError("broker URL must look like stomp://host:port or stomp+ssl://host:port")
         return value
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> Settings:
+        """``*_FILE`` settings (mounted Secrets) win over the variable they stand for; the codec keys
+        are checked here, so bad keys stop the process at start."""
+        for field_name, file_field in _SECRET_FILES.items():
+            path = getattr(self, file_field)
+            if not path:
+                continue
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"GATEWAY_AGENT_{file_field.upper()}: cannot read {path}: {exc.strerror}") from None
+            value = text if field_name == "codec_keys" else text.strip()
+            setattr(self, field_name, SecretStr(value))
+        from agent.codec import parse_keys
+
+        source = f"GATEWAY_AGENT_CODEC_KEYS_FILE ({self.codec_keys_file})" if self.codec_keys_file else None
+        parse_keys(self.codec_keys.get_secret_value(), source or "GATEWAY_AGENT_CODEC_KEYS")
+        return self
+
+    def payload_codec(self) -> EncryptionCodec | None:
+        """The codec of every Temporal client the agent builds; None without keys."""
+        from agent.codec import codec_from_text
+
+        return codec_from_text(self.codec_keys.get_secret_value())
 
     @property
     def broker_host_and_port(self) -> tuple[str, int]:

@@ -17,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from agent.codec import generate_key_line
 from harness.activemq import ActiveMQ
 from harness.api_projects import load_project_dir
 from harness.control_plane import ControlPlaneSimulator
@@ -118,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
             receiver = OtlpReceiver()
             tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.start(), "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
             stoppers.append(receiver.stop)
+        # History is encrypted in the demo too, with a key of its own (kept beside temporal.db, whose
+        # histories it decodes on the next run); the operator commands printed below read it.
+        keys_file = run_dir / "codec-keys"
+        if not keys_file.exists():
+            keys_file.write_text(f"# the demo's codec key (gateway-agent codec-key)\n{generate_key_line('demo')}\n")
+            keys_file.chmod(0o600)
         env = {
             "GATEWAY_AGENT_METRICS_PORT": str(args.metrics_port),
             "GATEWAY_AGENT_HEALTH_PORT": str(args.health_port),
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             "GATEWAY_AGENT_CP_USERNAME": "admin",
             "GATEWAY_AGENT_CP_PASSWORD": "admin",
             "GATEWAY_AGENT_NAMESPACE": "default",
+            "GATEWAY_AGENT_CODEC_KEYS_FILE": str(keys_file),
         }
         print("starting the agent: gateway-agent run ...", flush=True)
         agent_log = open(run_dir / "agent.log", "wb")  # noqa: SIM115
@@ -172,14 +180,16 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         selector = api_selector("carbon.super", project.uuid)
+        cli = f"GATEWAY_AGENT_CODEC_KEYS_FILE={keys_file} .venv/bin/gateway-agent"
         print(
             "\nWhere to look:\n"
             f"  Temporal UI:      http://127.0.0.1:{args.ui_port}/namespaces/default/workflows "
             f"(workflow id api:carbon.super:{project.uuid})\n"
-            f"  workflow status:  .venv/bin/gateway-agent status {project.uuid}\n"
-            f"  the subscription: .venv/bin/gateway-agent status {sub['subscriptionUUID']} --kind subscription\n"
+            "  (history is encrypted: the UI shows binary/encrypted payloads; the commands below decode)\n"
+            f"  workflow status:  {cli} status {project.uuid}\n"
+            f"  the subscription: {cli} status {sub['subscriptionUUID']} --kind subscription\n"
             f"  applications:     curl -s '{kube.url}/apis/cp.wso2.com/v1alpha2/namespaces/default/applications'\n"
-            "  a full sync:      .venv/bin/gateway-agent sync --dry-run\n"
+            f"  a full sync:      {cli} sync --dry-run\n"
             f"  gateway resources: curl -s '{kube.url}/apis/dp.wso2.com/v1alpha3/namespaces/default/apis"
             f"?labelSelector={selector}'\n"
             f"  reports to CP:    curl -s {cp.url}_sim/reports\n"

@@ -135,7 +135,9 @@ class AgentCommand(_LoggedProcess):
 
     def __init__(self, command: str, log: Path, env: Mapping[str, str]) -> None:
         base = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_AGENT_", "OTEL_"))}
-        base.update({"PYTHONUNBUFFERED": "1", **env})
+        # Local stacks are development: plaintext history is allowed unless ``env`` says otherwise
+        # (with codec keys in ``env`` history is encrypted regardless).
+        base.update({"PYTHONUNBUFFERED": "1", "GATEWAY_AGENT_ALLOW_PLAINTEXT_HISTORY": "true", **env})
         super().__init__([sys.executable, "-m", "agent", command], log, base)
         self.agent_command = command
 

@@ -159,6 +159,9 @@ class BrokerListener:
                 for_hosts=[(host, port)],
                 ssl_version=ssl.PROTOCOL_TLS_CLIENT,
                 ca_certs=self._settings.broker_ca_file or None,
+                # The certificate against the CAs, and (PROTOCOL_TLS_CLIENT) the host name; off only
+                # with GATEWAY_AGENT_BROKER_VERIFY_TLS=false, which the command warns about.
+                verify=self._settings.broker_verify_tls,
             )
         conn.set_listener("intake", bridge)
         return conn

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from opentelemetry.sdk import environment_variables as otel_variables
 
+from agent.codec import generate_key_line
 from agent.settings import Settings
 from tests.kustomize import DEPLOY, Doc, of_kind, one, render
 
@@ -28,12 +29,12 @@ K8S_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
 RECOMMENDED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/version",
                       "app.kubernetes.io/managed-by")  # fmt: skip
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
-SECRET_FIELDS = {"broker_username", "broker_password", "cp_username", "cp_password", "sealing_key"}
-# What each component reads from the Secret: the worker talks to the control plane and seals
-# Secret data, the listener only to the broker.
+SECRET_FIELDS = {"broker_username", "broker_password", "cp_username", "cp_password", "sealing_key", "codec_keys"}
+# What each component reads from the Secret: the worker talks to the control plane and names (and
+# unseals) Secrets, the listener only to the broker; both are Temporal clients, so both encrypt.
 SECRETS_OF = {
-    "gateway-agent-worker": {"cp_username", "cp_password", "sealing_key"},
-    "gateway-agent-listener": {"broker_username", "broker_password"},
+    "gateway-agent-worker": {"cp_username", "cp_password", "sealing_key", "codec_keys"},
+    "gateway-agent-listener": {"broker_username", "broker_password", "codec_keys"},
 }
 HEALTH_PATHS = {"livenessProbe": "/livez", "startupProbe": "/livez", "readinessProbe": "/readyz"}
 OTEL_VARIABLES = {v for k, v in vars(otel_variables).items() if k.startswith("OTEL_") and isinstance(v, str)}
@@ -198,6 +199,8 @@ def test_the_configmap_is_a_valid_configuration(docs, monkeypatch):
         env = dict(one(docs, "ConfigMap")["data"])
         env.update({n: e["value"] for n, e in _env(deployment).items() if "value" in e})
         env.update({n: "placeholder" for n, e in _env(deployment).items() if "valueFrom" in e})
+        if "GATEWAY_AGENT_CODEC_KEYS" in env:  # checked at start: a placeholder is no key
+            env["GATEWAY_AGENT_CODEC_KEYS"] = generate_key_line("k1")
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         settings = Settings()

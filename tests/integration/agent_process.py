@@ -40,6 +40,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         elif isinstance(value, bool):
             value = "true" if value else "false"
         env[f"GATEWAY_AGENT_{name.upper()}"] = str(value)
+    # Test processes are development: without codec keys they may write plaintext history (the
+    # worker refuses to otherwise). A test of that refusal overrides it.
+    env["GATEWAY_AGENT_ALLOW_PLAINTEXT_HISTORY"] = "true"
     return env
 
 
