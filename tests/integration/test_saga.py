@@ -12,8 +12,8 @@ import yaml
 from kubernetes import client as k8s_client
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from agent.cli import _status
 from agent.settings import Settings
+from agent.status_command import query_status
 from harness.api_projects import ApiProjectFiles
 from harness.control_plane import ControlPlaneSimulator
 from harness.kube_emulator import KubeEmulator
@@ -148,7 +148,7 @@ async def test_a_retry_sent_during_the_rollback_is_queued_and_then_succeeds(
     )
 
     async def rolling_back() -> bool:
-        return (await _status(agent.client, ORG, first.uuid)).phase == "rolling-back"
+        return (await query_status(agent.client, ORG, first.uuid)).phase == "rolling-back"
 
     deadline = time.monotonic() + 10
     while not await rolling_back():
