@@ -81,10 +81,13 @@ def kubeconfig(kube: KubeEmulator, tmp_path: Path, namespace: str) -> Path:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """``GATEWAY_AGENT_*`` variables that read back as ``settings``."""
+    """``GATEWAY_AGENT_*`` variables that read back as ``settings``: those that differ from the
+    defaults (the process's own defaults, e.g. harness.processes', stay in force for the rest)."""
     env = {}
-    for name in Settings.model_fields:
+    for name, field in Settings.model_fields.items():
         value = getattr(settings, name)
+        if value == field.get_default(call_default_factory=True):
+            continue
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
         elif isinstance(value, list):
