@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import ssl
 import threading
 import uuid
@@ -41,6 +42,21 @@ from models.events import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class _RedactPasscode(logging.Filter):
+    """stomp.py logs every frame it sends at DEBUG, the CONNECT frame's ``passcode`` too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "passcode:" in message:
+            record.msg, record.args = _PASSCODE.sub(r"\1***", message), None
+        return True
+
+
+# To the end of the header line (``\n'`` in the frame's repr), whatever the passcode holds.
+_PASSCODE = re.compile(r"(passcode:).*?(?=\\n['\"]|\n|$)")
+logging.getLogger("stomp.py").addFilter(_RedactPasscode())
 
 Submit = Callable[[ApiEventSignal | ConsumerEventSignal], Awaitable[None]]
 REASON_HEADER = "x-dead-letter-reason"
