@@ -55,15 +55,15 @@ def build_worker(client: Client, settings: Settings, cluster: KubeCluster | None
         request_timeout=settings.kube_request_timeout_seconds,
         gateway_id=settings.effective_gateway_id,
     )
-    kube = ClusterActivities(cluster, settings, sealer)
-    cp_client = ControlPlaneClient(settings)
-    cp = ControlPlaneActivities(cp_client, settings, sealer)
-    apps_namespace = settings.effective_application_namespace
     if cluster.gateway_id != settings.effective_gateway_id:
         raise ValueError(
             f"the cluster is scoped to gateway id {cluster.gateway_id!r}, "
             f"the settings name {settings.effective_gateway_id!r}"
         )
+    kube = ClusterActivities(cluster, settings, sealer)
+    cp_client = ControlPlaneClient(settings)
+    cp = ControlPlaneActivities(cp_client, settings, sealer)
+    apps_namespace = settings.effective_application_namespace
     apps_cluster = (
         cluster
         if apps_namespace == cluster.namespace
