@@ -195,7 +195,7 @@ class ControlPlaneActivities:
         if not candidates:
             raise ApplicationError(
                 f"the control plane answered 200 for API {api.api_uuid} but its apis.zip holds "
-                f"{', '.join(d.api_file for d in artifacts.apis) or 'no API'}",
+                f"{', '.join(f'{d.api_file} (API {d.project.data.id})' for d in artifacts.apis) or 'no API'}",
                 type="BadArtifact",
                 non_retryable=True,
             )

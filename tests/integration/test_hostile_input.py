@@ -1,20 +1,24 @@
-"""Hostile messages on the broker: each is dead-lettered with a reason that names the problem, in
-the order sent, nothing else is lost, and the listener keeps serving the events after them."""
+"""Hostile input: messages on the broker are dead-lettered with a reason that names the problem, in
+the order sent, nothing else is lost, and the listener keeps serving the events after them; an
+artifact that is not the API the event names fails its deployment and writes nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 
 import pytest
 
 from harness.activemq import ActiveMQ
 from harness.control_plane import ControlPlaneSimulator
+from harness.kube_emulator import KubeEmulator
 from intake.listener import REASON_HEADER
 from models.events import MAX_MESSAGE_BYTES, encode_envelope
 from tests.integration.conftest import RunningAgent
-from tests.integration.test_api_deployment import new_api, wait_report
+from tests.integration.helpers import api_resources, settled_status
+from tests.integration.test_api_deployment import ORG, new_api, wait_report
 from tests.integration.test_intake import read_dead_letters
 
 
@@ -100,3 +104,19 @@ async def test_hostile_messages_are_dead_lettered_with_reasons_and_the_listener_
         assert len(reason) <= 1000, (what, len(reason))  # a reason, not the message again
         # The message itself is kept, byte for byte, to look at or replay.
         assert dead_body == (body if isinstance(body, bytes) else body.encode()), what
+
+
+async def test_an_artifact_whose_api_id_differs_from_the_events_fails_its_deployment_and_changes_nothing(
+    agent: RunningAgent, control_plane: ControlPlaneSimulator, kube: KubeEmulator
+) -> None:
+    """The control plane answers for API A with the project of API B: the deployment fails naming
+    what the archive holds, FAILURE is reported, and nothing of either API is written."""
+    asked, other = new_api(), new_api()
+    swapped = dataclasses.replace(other, uuid=asked.uuid)  # A's event, B's files (api.json says B)
+    control_plane.deploy(swapped)
+    [report] = await wait_report(control_plane, asked.uuid, 1)
+    assert report["deploymentStatus"] == "FAILURE", report
+    status = await settled_status(agent.client, ORG, asked.uuid, processed=1)
+    assert status.last_error and "holds" in status.last_error and other.uuid in status.last_error, status
+    assert not api_resources(kube, agent.settings.namespace, ORG, asked.uuid)
+    assert not api_resources(kube, agent.settings.namespace, ORG, other.uuid)
