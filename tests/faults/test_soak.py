@@ -30,6 +30,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -358,7 +359,8 @@ class Faults:
             if suffix in pending_cp:
                 continue
             times = self.rng.randint(1, 2) if status else 1
-            self.cp.fail_requests(suffix, status=status, times=times, delay=2.0 if status is None else 0.0)
+            # A stall beyond the agent's 3 s control-plane timeout.
+            self.cp.fail_requests(suffix, status=status, times=times, delay=4.0 if status is None else 0.0)
             pending_cp.add(suffix)
             what = "artifact fetch" if suffix == "runtime-artifacts" else "list"
             self.injected[f"control-plane {what} {status or 'timeout'}"] += times
@@ -575,6 +577,7 @@ async def test_soak_a_thousand_events_with_faults_converge_and_every_event_is_ac
     control_plane: ControlPlaneSimulator,
     kube: KubeEmulator,
     broker: ActiveMQ,
+    tmp_path: Path,
 ) -> None:
     seed = int(os.environ.get("SOAK_SEED") or random.randrange(2**32))
     total_events = int(os.environ.get("SOAK_EVENTS", "1000"))
@@ -585,7 +588,7 @@ async def test_soak_a_thousand_events_with_faults_converge_and_every_event_is_ac
             "activity_max_attempts": 8,
             "activity_initial_retry_seconds": 0.2,
             "kube_request_timeout_seconds": 1.0,
-            "cp_timeout_seconds": 1.0,
+            "cp_timeout_seconds": 3.0,
             "readiness_timeout_seconds": 60.0,
         }
     )
@@ -708,6 +711,8 @@ async def test_soak_a_thousand_events_with_faults_converge_and_every_event_is_ac
     assert not failures, failures[:3]
     duplicate_reports = 0
     report_details: dict[str, Any] = {}
+    worker_logs = [line for log in sorted(tmp_path.glob("worker-*.log")) for line in log.read_text().splitlines()]
+    report_failures = [line for line in worker_logs if "reporting to the control plane:" in line]
     for api_uuid in work.apis:
         reports = reports_by_api.get(api_uuid, [])
         events = found[f"api:{ORG}:{api_uuid}"].events_processed  # checked above: published + handed by sync
@@ -716,6 +721,7 @@ async def test_soak_a_thousand_events_with_faults_converge_and_every_event_is_ac
             report_details[api_uuid] = {
                 "events": events,
                 "reports": [(r["action"], r["revisionId"], r["deploymentStatus"], r["timeStamp"]) for r in reports],
+                "worker log": [line[:300] for line in worker_logs if api_uuid in line and "report" in line],
             }
         last = reports[-1]
         if api_uuid in work.deployed:
@@ -751,6 +757,7 @@ async def test_soak_a_thousand_events_with_faults_converge_and_every_event_is_ac
         "processed_twice": 0,
         "duplicate_reports": duplicate_reports,
         "duplicate_report_details": report_details,
+        "report_attempts_failed_in_worker_logs": len(report_failures),
         "failure_reports": len(failures),
         "reports": len(cp.deployment_reports),
         "apis_deployed_at_end": len(work.deployed),
