@@ -12,6 +12,7 @@ Run: .venv/bin/python bench/translate_bench.py [--iterations 500] [--warmup 50]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -95,21 +96,23 @@ def graphql_api() -> ApiProjectFiles:
     )
 
 
-def per_second(work: Callable[[], object], iterations: int, warmup: int) -> tuple[float, float]:
-    """Calls per second and mean milliseconds per call, timed after ``warmup`` untimed calls."""
+def per_second(work: Callable[[], object], iterations: int, warmup: int) -> tuple[float, float, float]:
+    """Calls per second and mean milliseconds per call, timed after ``warmup`` untimed calls, and
+    calls per CPU second of this process (what one core does when others' work shares it)."""
     for _ in range(warmup):
         work()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for _ in range(iterations):
         work()
-    elapsed = time.perf_counter() - started
-    return iterations / elapsed, elapsed / iterations * 1000
+    elapsed, used = time.perf_counter() - started, time.process_time() - cpu
+    return iterations / elapsed, elapsed / iterations * 1000, iterations / max(used, 1e-9)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON (for python -m bench)")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as one activity uses
@@ -130,11 +133,21 @@ def main() -> None:
         alone = per_second(translate_only, args.iterations, args.warmup)
         rows.append((label, objects, len(archive), both, alone))
 
+    if args.json:
+        print(json.dumps({
+            key: {"objects": objects, "zip_bytes": size, "parse_translate_per_s": round(both[0], 1),
+                  "parse_translate_ms": round(both[1], 3), "parse_translate_per_cpu_s": round(both[2], 1),
+                  "translate_per_s": round(alone[0], 1), "translate_ms": round(alone[1], 3),
+                  "translate_per_cpu_s": round(alone[2], 1)}
+            for key, (_, objects, size, both, alone) in zip(("rest", "graphql"), rows, strict=True)
+        } | {"iterations": args.iterations, "warmup": args.warmup, "cores": 1}))  # fmt: skip
+        return
+
     print(f"Python {sys.version.split()[0]}, {args.iterations} iterations after {args.warmup} warm-up, one core")
     header = f"{'API':<22}{'objects':>8}{'zip bytes':>10}  {'parse+translate':>22}  {'translate alone':>22}"
     print(header)
     print("-" * len(header))
-    for label, objects, size, (both_rate, both_ms), (alone_rate, alone_ms) in rows:
+    for label, objects, size, (both_rate, both_ms, _), (alone_rate, alone_ms, _) in rows:
         print(
             f"{label:<22}{objects:>8}{size:>10}  {both_rate:>9.0f} /s {both_ms:>7.3f} ms"
             f"  {alone_rate:>9.0f} /s {alone_ms:>7.3f} ms"
