@@ -82,10 +82,53 @@ def _check_openapi(text: str, where: str) -> None:
     if not str(version).startswith(("2.", "3.")):
         raise TranslationError(f"{where} declares OpenAPI/Swagger version {version!r}; 2.0 and 3.x are understood")
     paths = document.get("paths")
+    if isinstance(paths, _Shape):
+        paths = {} if isinstance(paths.node, yaml.MappingNode) else []
     if paths is not None and not isinstance(paths, dict):
         raise TranslationError(
             f"{where}: 'paths' must be a mapping of paths to operations, not a {type(paths).__name__}"
         )
+
+
+# libyaml where PyYAML has it: the pure-Python loader took 60 ms for a 20-operation OpenAPI
+# document, 50 times what the rest of the translation takes (bench/README.md, issue 11).
+_FAST_LOADER: Any = getattr(yaml, "CSafeLoader", None)
+MAX_YAML_DEPTH = 500
+
+
+def _load_yaml(text: str) -> Any:
+    """The document's top level, YAML without aliases. With libyaml its events are checked first
+    (no alias, nesting at most ``MAX_YAML_DEPTH``: libyaml's composer recurses in C), then only the
+    top-level mapping's scalar values are built: the check reads nothing deeper."""
+    if _FAST_LOADER is None:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader without aliases
+    depth = 0
+    for event in yaml.parse(text, Loader=_FAST_LOADER):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise RecursionError
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "YAML aliases are not accepted", event.start_mark)
+    root = yaml.compose(text, Loader=_FAST_LOADER)
+    constructor = yaml.constructor.SafeConstructor()
+    if not isinstance(root, yaml.MappingNode):
+        return constructor.construct_document(root) if root is not None else None
+    top: dict[Any, Any] = {}
+    for key, value in root.value:
+        if isinstance(key, yaml.ScalarNode):
+            name = constructor.construct_object(key)
+            top[name] = constructor.construct_object(value) if isinstance(value, yaml.ScalarNode) else _Shape(value)
+    return top
+
+
+class _Shape:
+    """A nested value the check does not read, standing for its type."""
+
+    def __init__(self, node: yaml.Node) -> None:
+        self.node = node
 
 
 def _load(text: str, where: str) -> Any:
@@ -96,7 +139,7 @@ def _load(text: str, where: str) -> Any:
     except ValueError:
         pass  # not JSON: YAML then (a JSON document is YAML too, but JSON's errors are clearer)
     try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader without aliases
+        return _load_yaml(text)
     except RecursionError:
         raise TranslationError(f"{where} is YAML nested too deeply to read") from None
     except yaml.YAMLError as exc:
