@@ -26,7 +26,29 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
+from pydantic import SecretStr
+
+from agent.settings import Settings
+
 REPO = Path(__file__).resolve().parents[1]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``GATEWAY_AGENT_*`` variables that read back as ``settings``: those that differ from the
+    defaults (so a process's own defaults, such as ``AgentCommand``'s, stay in force for the rest)."""
+    env = {}
+    for name, spec in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if value == spec.get_default(call_default_factory=True):
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, list):
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f"GATEWAY_AGENT_{name.upper()}"] = str(value)
+    return env
 
 
 def free_port() -> int:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
-from pydantic import SecretStr
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -21,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from agent.settings import Settings
 from harness.kube_emulator import KubeEmulator
-from harness.processes import AgentCommand
+from harness.processes import AgentCommand, settings_env
 from tests.integration import conftest as integration
 from workflows.full_sync import SYNC_WORKFLOW_ID
 
@@ -78,24 +77,6 @@ def fault_settings(settings: Settings, fault_client: Client) -> Settings:
 @pytest.fixture
 def kubeconfig(kube: KubeEmulator, tmp_path: Path, namespace: str) -> Path:
     return kube.write_kubeconfig(tmp_path / "kubeconfig", namespace=namespace)
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``GATEWAY_AGENT_*`` variables that read back as ``settings``: those that differ from the
-    defaults (the process's own defaults, e.g. harness.processes', stay in force for the rest)."""
-    env = {}
-    for name, field in Settings.model_fields.items():
-        value = getattr(settings, name)
-        if value == field.get_default(call_default_factory=True):
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        elif isinstance(value, list):
-            value = ",".join(value)
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
-        env[f"GATEWAY_AGENT_{name.upper()}"] = str(value)
-    return env
 
 
 AgentFactory = Callable[..., AgentCommand]

@@ -18,32 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from agent.settings import Settings
+from harness.processes import settings_env
 from tests.conftest import free_port
 from tests.integration.conftest import REPO
 from workflows.full_sync import SYNC_WORKFLOW_ID
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``GATEWAY_AGENT_*`` variables that read back as ``settings``."""
-    env = {}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        elif isinstance(value, list):
-            value = ",".join(value)
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
-        env[f"GATEWAY_AGENT_{name.upper()}"] = str(value)
-    # Test processes are development: without codec keys they may write plaintext history (the
-    # worker refuses to otherwise). A test of that refusal overrides it.
-    env["GATEWAY_AGENT_ALLOW_PLAINTEXT_HISTORY"] = "true"
-    return env
 
 
 @dataclass
@@ -128,6 +110,9 @@ def _start(
     metrics_port, health_port = free_port(), free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GATEWAY_AGENT_"))}
     full_env.update(settings_env(settings))
+    # Test processes are development: without codec keys they may write plaintext history (the
+    # worker refuses to otherwise). A test of that refusal overrides it.
+    full_env.setdefault("GATEWAY_AGENT_ALLOW_PLAINTEXT_HISTORY", "true")
     full_env.update(
         {
             "KUBECONFIG": str(kubeconfig),
