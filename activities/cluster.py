@@ -410,6 +410,9 @@ class ClusterActivities:
         A watch whose resourceVersion expired (410 Gone) starts again from a fresh read.
         """
         timeout = self._settings.readiness_timeout_seconds
+        quick = request.within_seconds is not None and request.within_seconds < timeout
+        if quick:
+            timeout = request.within_seconds or 0.0
         deadline = time.monotonic() + timeout
         name = request.api_name
         while True:
@@ -439,6 +442,8 @@ class ClusterActivities:
                     )
                 return ReadinessResult(message=message or "accepted")
             if time.monotonic() >= deadline:
+                if quick:
+                    return ReadinessResult(message=f"no verdict within {timeout:g}s", pending=True)
                 raise ApplicationError(
                     f"the gateway did not accept API {name} within {timeout:g}s "
                     "(no new status.deploymentStatus; check the gateway operator's logs)",

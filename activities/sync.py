@@ -18,6 +18,7 @@ drifted or orphaned to its workflow, which asks the control plane again and conv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -69,6 +70,7 @@ log = logging.getLogger(__name__)
 
 Resource = dict[str, Any]
 _CONSUMER_ORDER = [k.kind for k in CONSUMER_KINDS]
+HANDOFF_CONCURRENCY = 16
 
 
 class _Plan:
@@ -440,18 +442,25 @@ class SyncHandoff:
         # The run, not just the id: the startup sync's id repeats, and the API's workflow drops an id it saw.
         sync_id = f"{info.workflow_id}:{info.workflow_run_id}"
         stamp = int(time.time() * 1000)
-        for change in result.apis:
+        # A few signal-with-starts in flight at once: one at a time, 1,000 APIs took seconds of
+        # round trips before the last API's workflow started (bench/README.md, issue 11).
+        gate = asyncio.Semaphore(HANDOFF_CONCURRENCY)
+
+        async def hand_over(change: SyncChange) -> None:
             uuid = change.resource.split("/", 1)[1]
-            await self._submit(
-                ApiEventSignal(
-                    event_id=f"sync:{sync_id}:{uuid}",
-                    event_type="SYNC",
-                    timestamp_ms=stamp,
-                    organization=change.organization,
-                    api_uuid=uuid,
-                    api_name=change.reason.split(":", 1)[0] if ":" in change.reason else "",
+            async with gate:
+                await self._submit(
+                    ApiEventSignal(
+                        event_id=f"sync:{sync_id}:{uuid}",
+                        event_type="SYNC",
+                        timestamp_ms=stamp,
+                        organization=change.organization,
+                        api_uuid=uuid,
+                        api_name=change.reason.split(":", 1)[0] if ":" in change.reason else "",
+                    )
                 )
-            )
+
+        await asyncio.gather(*(hand_over(change) for change in result.apis))
         # Counted once every API was handed over: a retried hand-off does not count twice.
         DRIFT_CORRECTIONS.labels(source="full_sync", kind="API", action="converge").inc(len(result.apis))
         return len(result.apis)

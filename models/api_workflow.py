@@ -261,10 +261,14 @@ class RestoreResult(BaseModel):
 class ReadinessRequest(BaseModel):
     api_name: str
     applied: ApplyResult
+    # Set: wait at most this long and answer ``pending`` instead of failing (the deployment's
+    # local first look; the heartbeating activity waits out the rest).
+    within_seconds: float | None = None
 
 
 class ReadinessResult(BaseModel):
     message: str
+    pending: bool = False  # no verdict within ``within_seconds``
 
 
 class DeploymentReport(BaseModel):

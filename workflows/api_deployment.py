@@ -6,8 +6,9 @@ UI lists what failed (ExecutionStatus = 'Failed'). A failure after the first wri
 then restores what changed (bounded in time; reported again if the rollback fails). A cancelled
 deployment compensates the same way, shielded from the cancellation.
 
-Short steps run as local activities (no extra workflow task each); the steps that wait for the
-cluster (prune, readiness, restore) run as activities that heartbeat.
+Short steps run as local activities (no extra workflow task each), the first look for the
+gateway's verdict too; the steps that wait for the cluster (a prune of what a revision dropped, a
+readiness wait that outlasts the first look, restore) run as activities that heartbeat.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         DesiredState,
         PruneRequest,
         ReadinessRequest,
+        ReadinessResult,
         ResourceSet,
         RestoreRequest,
     )
@@ -53,7 +55,14 @@ LOCAL_TIMEOUTS = {
     "snapshot_api_resources": timedelta(minutes=2),
     "apply_api_resources": timedelta(minutes=5),
     "report_deployment_status": timedelta(minutes=1),
+    "wait_until_accepted": timedelta(minutes=1),
 }
+# How long the readiness wait looks for the gateway's verdict as a local activity before it
+# leaves the rest of the wait to an activity that heartbeats (histories since LOCAL_READINESS).
+QUICK_READINESS = timedelta(seconds=2)
+# Marks histories where a deployment prunes only when something was dropped and looks for the
+# gateway's verdict in a local activity first (issue 11: fewer tasks and round trips per event).
+LOCAL_READINESS = "local-readiness"
 REPORT_ATTEMPTS = 3
 
 
@@ -129,18 +138,15 @@ class ApiDeployment:
                 )
                 assert applied.api_name is not None
                 # What the new revision dropped is no part of what the gateway is asked to accept.
-                _, ready = await together(
-                    self._remote(
-                        "prune",
-                        ClusterActivities.prune_api_resources,
-                        PruneRequest(api=api, keep=keep, candidates=before, uids=snapshot.uids),
-                    ),
-                    self._remote(
-                        "verify",
-                        ClusterActivities.wait_until_accepted,
-                        ReadinessRequest(api_name=applied.api_name, applied=applied),
-                    ),
-                )
+                prune = PruneRequest(api=api, keep=keep, candidates=before, uids=snapshot.uids)
+                readiness = ReadinessRequest(api_name=applied.api_name, applied=applied)
+                if workflow.patched(LOCAL_READINESS):
+                    ready = await self._prune_and_verify(prune, readiness)
+                else:
+                    _, ready = await together(
+                        self._remote("prune", ClusterActivities.prune_api_resources, prune),
+                        self._remote("verify", ClusterActivities.wait_until_accepted, readiness),
+                    )
                 result.deployed = True
                 if input.attempt == 1:
                     metrics.event_to_accepted(event.event_type, event.timestamp_ms)
@@ -164,6 +170,28 @@ class ApiDeployment:
             raise
         await self._report(self._report_of(result))
         return self._done(result)
+
+    async def _prune_and_verify(self, prune: PruneRequest, readiness: ReadinessRequest) -> ReadinessResult:
+        """A prune only when the new revision dropped something (an activity that heartbeats while
+        deletions finish), alongside the readiness wait: first a local activity that looks for the
+        gateway's verdict for up to ``QUICK_READINESS`` (no workflow task and no activity task of
+        their own), then, only if the gateway takes longer, the heartbeating activity for the rest."""
+
+        async def verify() -> ReadinessResult:
+            first = await self._local(
+                "verify",
+                ClusterActivities.wait_until_accepted,
+                readiness.model_copy(update={"within_seconds": QUICK_READINESS.total_seconds()}),
+            )
+            if not first.pending:
+                return first
+            return await self._remote("verify", ClusterActivities.wait_until_accepted, readiness)
+
+        assert prune.candidates is not None
+        if not [rid for rid in prune.candidates if rid not in set(prune.keep)]:
+            return await verify()
+        _, ready = await together(self._remote("prune", ClusterActivities.prune_api_resources, prune), verify())
+        return ready
 
     async def _compensate(
         self, result: ApiDeploymentResult, failure: StepFailed, snapshot: ResourceSet | None, created: list[str]
