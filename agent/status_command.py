@@ -177,6 +177,18 @@ def status_panel(status: Status, row: ApiRow | None = None) -> Panel:
         if value not in (None, "", [], 0) or label in ("phase", "events processed"):
             grid.add_row(label, value if isinstance(value, Text) else Text(str(value), style=style))
 
+    def progress() -> None:
+        """The lines every workflow's status has: its events, its deployment, its last failure."""
+        line("events processed", status.events_processed)
+        line("pending events", status.pending_events)
+        line("current event", _event(status.current_event))
+        line("current deployment", status.current_deployment)
+        line("last result", status.last_result)
+        line("failed event", _event(status.failed_event))
+        line("failed step", status.failed_step, "red")
+        line("last error", status.last_error, "red")
+        line("last deployment", status.last_deployment)
+
     if isinstance(status, ApiWorkflowStatus):
         named = status.current_event or status.failed_event
         # The state, since when, name and labels of the visibility contract (newer workflows only).
@@ -191,15 +203,7 @@ def status_panel(status: Status, row: ApiRow | None = None) -> Panel:
         line("phase", styled(status.phase))
         line("step", status.step if status.phase in ("converging", "rolling-back") else "")
         line("deployed", f"revision {status.deployed_revision}" if status.deployed else "no")
-        line("events processed", status.events_processed)
-        line("pending events", status.pending_events)
-        line("current event", _event(status.current_event))
-        line("current deployment", status.current_deployment)
-        line("last result", status.last_result)
-        line("failed event", _event(status.failed_event))
-        line("failed step", status.failed_step, "red")
-        line("last error", status.last_error, "red")
-        line("last deployment", status.last_deployment)
+        progress()
         line("gateway labels", ", ".join(getattr(status, "gateway_labels", None) or []))
         line("warnings", "\n".join(f"- {w}" for w in status.warnings), "yellow")
         if status.undelivered_report is not None:
@@ -210,15 +214,7 @@ def status_panel(status: Status, row: ApiRow | None = None) -> Panel:
         ref = status.ref
         title = f"{ref.kind} {ref.key} · {ref.organization}"
         line("phase", styled(status.phase))
-        line("events processed", status.events_processed)
-        line("pending events", status.pending_events)
-        line("current event", _event(status.current_event))
-        line("current deployment", status.current_deployment)
-        line("last result", status.last_result)
-        line("failed event", _event(status.failed_event))
-        line("failed step", status.failed_step, "red")
-        line("last error", status.last_error, "red")
-        line("last deployment", status.last_deployment)
+        progress()
         line("resources", "\n".join(status.applied))
         retry_hint = f"gateway-agent retry {ref.key} -o {ref.organization} --kind {ref.kind}"
     body: list[object] = [grid]

@@ -50,6 +50,19 @@ SEARCH_ATTRIBUTES = (API_ID, API_NAME, ORGANIZATION, GATEWAY_LABEL, DEPLOYMENT_S
 ApiState = Literal["idle", "deploying", "deployed", "removed", "failed"]
 API_STATES: tuple[ApiState, ...] = ("idle", "deploying", "deployed", "removed", "failed")
 
+
+def entity_state(*, phase: str, busy: bool, present: bool, converged: bool) -> ApiState:
+    """The ``DeploymentState`` of an API's or consumer's workflow: ``failed`` while it waits for a
+    retry, ``deploying`` while a deployment runs or an event waits (``busy``), else ``deployed``
+    when its resources are ``present``, ``removed`` once an event took them away, ``idle`` before."""
+    if phase == "failed":
+        return "failed"
+    if phase != "idle" or busy:
+        return "deploying"
+    if present:
+        return "deployed"
+    return "removed" if converged else "idle"
+
 # One deployment (one event, one attempt):
 DeploymentState = Literal["running", "rolling-back", "succeeded", "failed"]
 DEPLOYMENT_STATES: tuple[DeploymentState, ...] = ("running", "rolling-back", "succeeded", "failed")

@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         GATEWAY_LABEL,
         ORGANIZATION,
         ApiState,
+        entity_state,
         iso_utc,
     )
     from workflows.api_deployment import ApiDeployment
@@ -332,13 +333,9 @@ class ApiWorkflow(InlineStepsV1):
 
 
 def _state_of(s: ApiWorkflowState) -> ApiState:
-    if s.phase == "failed":
-        return "failed"
-    if s.phase != "idle" or s.pending or s.retry_requested:
-        return "deploying"
-    if s.deployed:
-        return "deployed"
-    return "removed" if s.converged else "idle"
+    return entity_state(
+        phase=s.phase, busy=bool(s.pending or s.retry_requested), present=s.deployed, converged=s.converged
+    )
 
 
 def _deployment_details(organization: str, api_uuid: str, event: ApiEventSignal, attempt: int) -> str:

@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
         ConsumerWorkflowStatus,
         consumer_deployment_id,
     )
-    from models.visibility import DEPLOYMENT_STATE, ORGANIZATION, ApiState, iso_utc
+    from models.visibility import DEPLOYMENT_STATE, ORGANIZATION, ApiState, entity_state, iso_utc
     from workflows.consumer_deployment import ConsumerDeployment
     from workflows.markdown import text
     from workflows.visibility import Visibility
@@ -199,13 +199,9 @@ class ConsumerWorkflow:
 
 
 def _state_of(s: ConsumerWorkflowState) -> ApiState:
-    if s.phase == "failed":
-        return "failed"
-    if s.phase != "idle" or s.pending or s.retry_requested:
-        return "deploying"
-    if s.applied:
-        return "deployed"
-    return "removed" if s.converged else "idle"
+    return entity_state(
+        phase=s.phase, busy=bool(s.pending or s.retry_requested), present=bool(s.applied), converged=s.converged
+    )
 
 
 def _failure_of(err: ChildWorkflowError) -> ConsumerDeploymentResult:
