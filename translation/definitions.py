@@ -12,7 +12,10 @@ extensions, any paths), and YAML is read without aliases (an alias bomb expands 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,10 +38,32 @@ def check_definition(
     what the gateway serves but not as the API means it (operations the schema has no field for:
     no query ever reaches them)."""
     where = f"{label}: {file_name}"
+    digest = hashlib.sha256(definition.encode("utf-8", "surrogatepass")).digest()
+    targets = tuple((o.verb, o.target) for o in operations) if api_type == "GraphQL" else ()
+    key = (api_type, digest, targets, where)
+    with _PASSED_LOCK:
+        warnings = _PASSED.get(key)
+        if warnings is not None:
+            _PASSED.move_to_end(key)
+            return list(warnings)
     if api_type == "GraphQL":
-        return _check_graphql(definition, operations, where)
-    _check_openapi(definition, where)
-    return []
+        warnings = tuple(_check_graphql(definition, operations, where))
+    else:
+        _check_openapi(definition, where)
+        warnings = ()
+    with _PASSED_LOCK:
+        _PASSED[key] = warnings
+        if len(_PASSED) > MEMO_SIZE:
+            _PASSED.popitem(last=False)
+    return list(warnings)
+
+
+# A full sync translates every API again, a redeploy or a rollback translates a revision seen
+# before: a definition that passed is not parsed again. Keyed by digest, so the memo holds no
+# definition; a refusal raises and is not remembered. Activities translate on threads: a lock.
+MEMO_SIZE = 1024
+_PASSED: OrderedDict[tuple[str, bytes, tuple[tuple[str, str], ...], str], tuple[str, ...]] = OrderedDict()
+_PASSED_LOCK = threading.Lock()
 
 
 def _check_graphql(sdl: str, operations: Sequence[Operation], where: str) -> list[str]:
@@ -83,7 +108,7 @@ def _check_openapi(text: str, where: str) -> None:
         raise TranslationError(f"{where} declares OpenAPI/Swagger version {version!r}; 2.0 and 3.x are understood")
     paths = document.get("paths")
     if isinstance(paths, _Shape):
-        paths = {} if isinstance(paths.node, yaml.MappingNode) else []
+        paths = {} if paths.kind == "mapping" else []
     if paths is not None and not isinstance(paths, dict):
         raise TranslationError(
             f"{where}: 'paths' must be a mapping of paths to operations, not a {type(paths).__name__}"
@@ -94,41 +119,77 @@ def _check_openapi(text: str, where: str) -> None:
 # document, 50 times what the rest of the translation takes (bench/README.md, issue 11).
 _FAST_LOADER: Any = getattr(yaml, "CSafeLoader", None)
 MAX_YAML_DEPTH = 500
+_COLLECTION_STARTS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
 
 
 def _load_yaml(text: str) -> Any:
-    """The document's top level, YAML without aliases. With libyaml its events are checked first
-    (no alias, nesting at most ``MAX_YAML_DEPTH``: libyaml's composer recurses in C), then only the
-    top-level mapping's scalar values are built: the check reads nothing deeper."""
+    """The document's top level, YAML without aliases, in one pass over libyaml's events: no
+    alias anywhere, nesting at most ``MAX_YAML_DEPTH``, one document; only the top-level mapping's
+    scalar values are built (resolved as a safe loader would), a nested value stands as a
+    ``_Shape`` of its kind. Nothing is composed: the check reads nothing deeper, and composing the
+    whole document cost twice the pass (bench/README.md)."""
     if _FAST_LOADER is None:
         return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader without aliases
-    depth = 0
+    resolver = yaml.resolver.Resolver()
+    constructor = yaml.constructor.SafeConstructor()
+
+    def scalar(event: yaml.ScalarEvent) -> Any:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
+        return constructor.construct_object(yaml.ScalarNode(tag, event.value, style=event.style))
+
+    root: Any = None
+    documents = depth = 0
+    key: Any = _NO_KEY  # the top-level key whose value comes next
     for event in yaml.parse(text, Loader=_FAST_LOADER):
-        if isinstance(event, yaml.CollectionStartEvent):
+        kind = type(event)
+        if kind is yaml.ScalarEvent:
+            if depth == 0:
+                root = scalar(event)
+            elif depth == 1 and isinstance(root, dict):
+                if key is _NO_KEY:
+                    key = scalar(event)
+                else:
+                    if key is not _COMPLEX_KEY:
+                        root[key] = scalar(event)
+                    key = _NO_KEY
+        elif kind in _COLLECTION_STARTS:
             depth += 1
             if depth > MAX_YAML_DEPTH:
                 raise RecursionError
-        elif isinstance(event, yaml.CollectionEndEvent):
+            if depth == 1:
+                root = {} if kind is yaml.MappingStartEvent else []
+            elif depth == 2 and isinstance(root, dict):
+                if key is _NO_KEY:
+                    key = _COMPLEX_KEY  # a collection as a key: nothing the check looks for
+                else:
+                    if key is not _COMPLEX_KEY:
+                        root[key] = _Shape("mapping" if kind is yaml.MappingStartEvent else "sequence")
+                    key = _SKIP_VALUE
+        elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
             depth -= 1
-        elif isinstance(event, yaml.AliasEvent):
+            if depth == 1 and key is _SKIP_VALUE:
+                key = _NO_KEY
+        elif kind is yaml.AliasEvent:
             raise yaml.composer.ComposerError(None, None, "YAML aliases are not accepted", event.start_mark)
-    root = yaml.compose(text, Loader=_FAST_LOADER)
-    constructor = yaml.constructor.SafeConstructor()
-    if not isinstance(root, yaml.MappingNode):
-        return constructor.construct_document(root) if root is not None else None
-    top: dict[Any, Any] = {}
-    for key, value in root.value:
-        if isinstance(key, yaml.ScalarNode):
-            name = constructor.construct_object(key)
-            top[name] = constructor.construct_object(value) if isinstance(value, yaml.ScalarNode) else _Shape(value)
-    return top
+        elif kind is yaml.DocumentStartEvent:
+            documents += 1
+            if documents > 1:
+                raise yaml.composer.ComposerError(
+                    "expected a single document in the stream", None, "but found another document", event.start_mark
+                )
+    return root
+
+
+_NO_KEY, _COMPLEX_KEY, _SKIP_VALUE = object(), object(), object()
 
 
 class _Shape:
-    """A nested value the check does not read, standing for its type."""
+    """A nested value the check does not read, standing for its kind (``mapping`` or ``sequence``)."""
 
-    def __init__(self, node: yaml.Node) -> None:
-        self.node = node
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
 
 
 def _load(text: str, where: str) -> Any:

@@ -14,6 +14,7 @@ limits of one operation could apply to another. Here a path parameter is one seg
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import string
@@ -35,6 +36,7 @@ _HEX_LETTERS = frozenset("ABCDEF")
 _REST_OF_PATH = "((?:/.*)?)"
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the target; both endpoint types ask
 def path_match_regex(target: str) -> str:
     """The ``RegularExpression`` value for an operation target, relative to the API base path."""
     segments = _segments(target)
@@ -51,6 +53,7 @@ def path_match_regex(target: str) -> str:
     return f"{path}{_REST_OF_PATH}" if wildcard else path
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the target; both endpoint types ask
 def rewrite_full_path(target: str) -> str:
     """The ``ReplaceFullPath`` value: the target with each capture group as ``\\N``, and every
     character a request line cannot carry raw percent-encoded (UTF-8, upper-case hex)."""
@@ -122,6 +125,7 @@ def http_route_rules(
     return rules
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the target; both endpoint types ask
 def _specificity(target: str) -> tuple[int, int, tuple[int, ...]]:
     """Sort key, most specific first: exact paths before wildcards, longer wildcard prefixes
     first, and segment by segment a literal before a parameter (``/orders/pending`` before

@@ -82,3 +82,62 @@ class TestOpenApiDocuments:
     )
     def test_real_shapes_pass(self, definition: str) -> None:
         assert translate_api(deployed_api(None, definition=definition), OPTIONS).resources
+
+
+class TestYamlTopLevel:
+    """The OpenAPI check reads YAML's top level from libyaml's events, without composing the
+    document: what it reads must be what a safe loader reads."""
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "swagger: 2.0\npaths: {}\n",
+            "openapi: '3.0.3'\npaths:\n  /a: {get: {}}\ninfo: [1, 2]\n",
+            "openapi: 3.1.0\nx: ~\ny: yes\nz: 12\n1: one\nnested: {a: [1, {b: 2}]}\nafter: 1\n",
+            "openapi: !!str 3.0\npaths: []\n",
+            "- just\n- a list\n",
+            "plain scalar",
+            "",
+        ],
+        ids=["float-version", "nested", "scalars", "explicit-tag", "list", "scalar", "empty"],
+    )
+    def test_top_level_is_what_a_safe_loader_reads(self, text: str) -> None:
+        import yaml
+
+        from translation.definitions import _load_yaml, _Shape
+
+        expected = yaml.safe_load(text)
+        got = _load_yaml(text)
+        if isinstance(expected, dict):
+            assert isinstance(got, dict)
+            scalars = {k: v for k, v in expected.items() if isinstance(k, str | int | float | bool | None)}
+            assert set(got) == set(scalars)
+            for key, value in scalars.items():
+                if isinstance(value, dict | list):
+                    assert isinstance(got[key], _Shape)
+                    assert got[key].kind == ("mapping" if isinstance(value, dict) else "sequence")
+                else:
+                    assert got[key] == value and type(got[key]) is type(value)
+        else:
+            assert type(got) is type(expected)
+
+    def test_a_collection_as_a_key_is_passed_over(self) -> None:
+        from translation.definitions import _load_yaml
+
+        assert _load_yaml("? [complex, key]\n: {value: 1}\nopenapi: 3.1.0\npaths: {}\n")["openapi"] == "3.1.0"
+
+    def test_more_than_one_document_is_refused(self) -> None:
+        refuses(None, "Definitions/swagger.json", "a single document", definition="openapi: 3.0.0\n---\nb: 1\n")
+
+    def test_a_refusal_is_not_remembered_and_a_pass_is(self) -> None:
+        from translation import definitions
+
+        bad = "openapi: 1.0\npaths: {}\nx-refused-by-this-test: 1\n"
+        passed = len(definitions._PASSED)
+        for _ in range(2):
+            refuses(None, "Definitions/swagger.json", "version", definition=bad)
+        assert len(definitions._PASSED) == passed
+        good = "openapi: 3.0.0\npaths: {}\nx-passed-by-this-test: 1\n"
+        for _ in range(2):
+            translate_api(deployed_api(None, definition=good), OPTIONS)
+        assert len(definitions._PASSED) in (passed + 1, definitions.MEMO_SIZE)
