@@ -19,11 +19,13 @@ drifted or orphaned to its workflow, which asks the control plane again and conv
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.client import Client
@@ -71,6 +73,9 @@ log = logging.getLogger(__name__)
 Resource = dict[str, Any]
 _CONSUMER_ORDER = [k.kind for k in CONSUMER_KINDS]
 HANDOFF_CONCURRENCY = 16
+# Consumer writes of one kind in flight at once in a sync (the kubernetes client's pool holds 10).
+WRITE_CONCURRENCY = 6
+_Item = TypeVar("_Item")
 
 
 class _Plan:
@@ -157,7 +162,9 @@ class SyncActivities:
                     )
                     continue
                 deletes.extend((org, rid, mine[rid]["metadata"].get("uid", "")) for rid in rids)
-        # 5. Converge: creates and updates in dependency order, deletions in reverse.
+        # 5. Converge: creates and updates in dependency order, deletions in reverse; within
+        # one kind, a few requests in flight at once (bench/README.md, issue 11).
+        to_apply: list[tuple[str, Resource]] = []
         for action, org, resource in sorted(writes, key=lambda item: _rank(resource_id(item[2]))):
             rid = resource_id(resource)
             change = SyncChange(action="create" if action == "create" else "update", resource=rid, organization=org)
@@ -165,25 +172,36 @@ class SyncActivities:
             if not write:
                 result.drifted.append(change)
                 continue
-            _beat(rid)
+            to_apply.append((change.action, resource))
+
+        def apply(item: tuple[str, Resource]) -> None:
+            action, resource = item
             try:
                 self._clusters.for_kind(resource["kind"]).apply(resource)
             except Exception as exc:
-                raise _cluster_error("applying", rid, exc) from exc
-            DRIFT_CORRECTIONS.labels(source="full_sync", kind=resource["kind"], action=change.action).inc()
+                raise _cluster_error("applying", resource_id(resource), exc) from exc
+            DRIFT_CORRECTIONS.labels(source="full_sync", kind=resource["kind"], action=action).inc()
+
+        _in_rank_order(to_apply, lambda item: _rank(resource_id(item[1])), apply, lambda item: resource_id(item[1]))
+        to_delete: list[tuple[str, str]] = []
         for org, rid, uid in sorted(deletes, key=lambda item: -_rank(item[1])):
             change = SyncChange(action="delete", resource=rid, organization=org)
             result.deleted.append(change)
             if not write:
                 result.drifted.append(change)
                 continue
-            _beat(rid)
+            to_delete.append((rid, uid))
+
+        def delete(item: tuple[str, str]) -> None:
+            rid, uid = item
             kind, name = rid.split("/", 1)
             try:
                 self._clusters.for_kind(kind).delete(kind, name, uid or None)
             except Exception as exc:
                 raise _cluster_error("deleting", rid, exc) from exc
             DRIFT_CORRECTIONS.labels(source="full_sync", kind=kind, action="delete").inc()
+
+        _in_rank_order(to_delete, lambda item: -_rank(item[0]), delete, lambda item: item[0])
         log.info("%s", result.headline())
         return result
 
@@ -414,6 +432,34 @@ class SyncActivities:
                 lambda s=sub, n=name, v=version: subscription_resources(s, n, v, org, options),
             )
         return plan
+
+
+def _in_rank_order(
+    items: list[_Item], rank: Callable[[_Item], int], write: Callable[[_Item], None], describe: Callable[[_Item], str]
+) -> None:
+    """``write`` every item, a rank after the other (``items`` sorted by ``rank``): an
+    application before its subscriptions, a mapping after both. Within a rank up to
+    ``WRITE_CONCURRENCY`` requests are in flight (one at a time, the round trips were most of a
+    catch-up). The activity heartbeats from its own thread meanwhile. The first failure stops
+    what has not started and is raised; what was written stays (the sync is level-driven: a retry
+    converges the rest)."""
+    if not items:
+        return
+    with ThreadPoolExecutor(WRITE_CONCURRENCY, thread_name_prefix="sync-write") as pool:
+        for _, group in itertools.groupby(items, key=rank):
+            batch = list(group)
+            futures = [pool.submit(write, item) for item in batch]
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=5, return_when=FIRST_EXCEPTION)
+                failed = next((f for f in done if f.exception() is not None), None)
+                if failed is not None:
+                    for future in pending:
+                        future.cancel()
+                    wait(pending)
+                    raise failed.exception()  # type: ignore[misc]
+                written = sum(1 for f in futures if f.done())
+                _beat(f"{describe(batch[0]).split('/', 1)[0]}: {written} of {len(batch)} written")
 
 
 def _rank(rid: str) -> int:

@@ -337,6 +337,70 @@ async def agent_once(cp: ControlPlaneSimulator, index: int) -> float:
     return (arrived[p.uuid] - start) * 1000
 
 
+class Profiler:
+    """``py-spy record`` of processes while the block runs (``--profile``): their stacks, folded
+    (``<out>/profile-<phase>-<process>.txt``, for flamegraph.pl or speedscope), and a summary of
+    where each process's CPU went (``.md``: the functions with the most samples, inclusive and
+    self). Nothing when py-spy is missing."""
+
+    def __init__(self, out: Path | None, phase: str, pids: dict[str, int]) -> None:
+        self.out, self.phase, self.pids = out, phase, {k: v for k, v in pids.items() if v}
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.targets: list[Path] = []
+
+    def __enter__(self) -> Profiler:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if self.out is None or not Path(spy).exists():
+            return self
+        self.out.mkdir(parents=True, exist_ok=True)
+        for name, pid in self.pids.items():
+            target = self.out / f"profile-{self.phase}-{name}.txt"
+            command = [spy, "record", "--pid", str(pid), "--output", str(target), "--rate", "50", "--nonblocking",
+                       "--format", "raw", "--gil"]  # fmt: skip: --gil: CPU in Python, not threads waiting
+            self.targets.append(target)
+            self.processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for process in self.processes:
+            process.send_signal(2)  # SIGINT: py-spy writes what it recorded
+        for process in self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for target in self.targets:
+            if target.exists():
+                target.with_suffix(".md").write_text(profile_summary(target.read_text(), target.stem))
+
+
+def profile_summary(folded: str, title: str, top: int = 40) -> str:
+    """The functions with the most samples in py-spy's folded stacks (``frame;frame;... count``),
+    inclusive (on the stack) and self (on top), as shares of all samples."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in folded.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [f.strip() for f in stack.split(";") if f.strip()]
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+        for frame in dict.fromkeys(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + count
+    lines = [f"# {title}: {total} samples", ""]
+    for name, table in (("inclusive", inclusive), ("self", own)):
+        lines += [f"## {name}", "", "| share | samples | function |", "|---:|---:|---|"]
+        for frame, count in sorted(table.items(), key=lambda item: -item[1])[:top]:
+            lines.append(f"| {count / max(total, 1):.1%} | {count} | `{frame}` |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 async def agent_burst(cp: ControlPlaneSimulator, projects: list[Any], worker_pid: int) -> dict[str, Any]:
     """Every project published at once (from a thread, as the control plane's own machine would)."""
 
@@ -635,7 +699,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await agent_once(stack.cp, 99_999)  # a message on the listener's connection right before
         await asyncio.sleep(args.settle)
         reading = meter.read()
-        burst = await agent_burst(stack.cp, burst_projects, worker.pid or 0)
+        with Profiler(args.profile, "burst", {"worker": worker.pid or 0, "emulator": stack.emulator.pid}):
+            burst = await agent_burst(stack.cp, burst_projects, worker.pid or 0)
         phases["agent_burst"] = meter.between(reading, meter.read())
 
         log("direct floor, burst")
@@ -665,7 +730,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         log(f"catch-up: FullSync of {args.apis} APIs, {args.apps} applications, {args.subs} subscriptions")
         await asyncio.sleep(args.settle)
         reading = meter.read()
-        catchup = await catch_up(stack, agent_client, catchup_settings, projects, expected, worker2.pid or 0)
+        with Profiler(args.profile, "catchup", {"worker": worker2.pid or 0}):
+            catchup = await catch_up(stack, agent_client, catchup_settings, projects, expected, worker2.pid or 0)
         phases["catchup"] = meter.between(reading, meter.read())
         worker2.stop()
 
@@ -715,6 +781,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes: " + str(QUICK))
     parser.add_argument("--label", default="", help="also write bench/results/bench-LABEL.*")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write (default bench/results)")
+    parser.add_argument(
+        "--profile", type=Path, default=None, metavar="DIR",
+        help="record py-spy flame graphs of the worker (and emulator) during the burst and the catch-up into DIR",
+    )  # fmt: skip
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (printed at the end)")
     parser.add_argument(
