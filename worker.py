@@ -98,6 +98,7 @@ def build_worker(client: Client, settings: Settings, cluster: KubeCluster | None
         ],
         activity_executor=ThreadPoolExecutor(max_workers=ACTIVITY_THREADS),
         max_concurrent_activities=ACTIVITY_THREADS,
+        max_cached_workflows=settings.workflow_cache_size,
         graceful_shutdown_timeout=timedelta(seconds=30),
     )
 

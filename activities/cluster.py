@@ -319,7 +319,7 @@ class ClusterActivities:
         resources = sort_for_apply(self._sealer.unseal(request.resources))
         result = ApplyResult(applied=[], gateway_must_answer=False)
         api = next((r for r in resources if r["kind"] == "API"), None)
-        if api is not None:
+        if api is not None and not (request.generations_complete and resource_id(api) not in request.generations):
             try:
                 before = self._cluster.get("API", api["metadata"]["name"])
             except Exception as exc:

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     organizations: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["carbon.super"])
     # Every call to the API server gives up after this long (a watch: its window plus this).
     kube_request_timeout_seconds: float = 30.0
+    # Workflows the worker keeps in memory between their tasks (the SDK's sticky cache). Every
+    # API's workflow stays open between events: above this many, the least recently used are
+    # evicted and replayed from history at their next event (short histories: cheap).
+    workflow_cache_size: int = Field(default=500, ge=0)
 
     # Fernet key (urlsafe base64 of 32 bytes) that every worker shares. Secret names derive from it
     # (translation.secret_name_key), so keep it stable. Without codec keys it also seals Secret data

@@ -215,6 +215,10 @@ class ResourceSet(BaseModel):
     resources: list[Resource] = Field(default_factory=list)
     uids: dict[str, str] = Field(default_factory=dict)
     generations: dict[str, int] = Field(default_factory=dict)
+    # ``generations`` are a whole snapshot's, taken before this apply by the same serialized
+    # deployment: an object not in them did not exist, so the apply need not read the API first
+    # to learn its status (a first deploy then saves a round trip). False: read it.
+    generations_complete: bool = False
 
 
 class ApplyResult(BaseModel):

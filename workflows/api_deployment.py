@@ -134,7 +134,12 @@ class ApiDeployment:
                 applied = await self._local(
                     "apply",
                     ClusterActivities.apply_api_resources,
-                    ResourceSet(api=api, resources=desired.resources, generations=snapshot.generations),
+                    ResourceSet(
+                        api=api,
+                        resources=desired.resources,
+                        generations=snapshot.generations,
+                        generations_complete=True,
+                    ),
                 )
                 assert applied.api_name is not None
                 # What the new revision dropped is no part of what the gateway is asked to accept.

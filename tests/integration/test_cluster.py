@@ -54,3 +54,36 @@ def test_a_delete_with_the_uid_seen_leaves_a_newer_object_of_the_same_name(tmp_p
         new_uid = cluster.apply(body)["metadata"]["uid"]
         assert not cluster.delete("ConfigMap", "cm", old_uid)  # the object seen is gone; this one stays
         assert cluster.get("ConfigMap", "cm")["metadata"]["uid"] == new_uid
+
+
+def test_an_apply_after_a_snapshot_that_saw_no_api_does_not_read_it_first(tmp_path: Path) -> None:
+    """A first deploy: the snapshot saw no API object, so the apply skips reading its status (one
+    round trip fewer); an apply without a whole snapshot's generations still reads it."""
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.cluster import ClusterActivities
+    from activities.sealing import Sealer
+    from agent.settings import Settings
+    from models.api_workflow import ApiRef, ResourceSet
+
+    api = {
+        "apiVersion": "dp.wso2.com/v1alpha3",
+        "kind": "API",
+        "metadata": {"name": "first"},
+        "spec": {"apiName": "First", "apiVersion": "1.0", "basePath": "/first/1.0", "apiType": "REST"},
+    }
+    with KubeEmulator() as kube:
+        client = k8s_config.new_client_from_config(config_file=str(kube.write_kubeconfig(tmp_path / "config")))
+        cluster = KubeCluster(client, "default")
+        activities = ClusterActivities(cluster, Settings(), Sealer("", seal_new=False))
+        ref = ApiRef(organization="carbon.super", api_uuid="first")
+
+        def reads_of_the_api(request: ResourceSet) -> int:
+            kube.clear_access_log()
+            ActivityEnvironment().run(activities.apply_api_resources, request)
+            return sum(1 for a in kube.access_log if a.verb == "get" and a.resource == "apis" and a.name == "first")
+
+        assert reads_of_the_api(ResourceSet(api=ref, resources=[api], generations_complete=True)) == 0
+        assert reads_of_the_api(ResourceSet(api=ref, resources=[api])) == 1
+        seen = {"API/first": cluster.get("API", "first")["metadata"]["generation"]}
+        assert reads_of_the_api(ResourceSet(api=ref, resources=[api], generations=seen, generations_complete=True)) == 1
