@@ -783,7 +783,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write (default bench/results)")
     parser.add_argument(
         "--profile", type=Path, default=None, metavar="DIR",
-        help="record py-spy flame graphs of the worker (and emulator) during the burst and the catch-up into DIR",
+        help="record py-spy (folded stacks and a summary of the top functions) of the worker in the burst"
+        " and the catch-up, and of the emulator in the burst, into DIR",
     )  # fmt: skip
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (printed at the end)")
